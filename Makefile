@@ -1,0 +1,54 @@
+# tboot-py. Run as root on Debian 12: `make demo` or `make test` sets the machine up first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+APT_STAMP := .state/.apt-installed
+APT_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config tboot osslsigncode \
+	qemu-system-x86 ovmf mtools dosfstools busybox-static cpio gzip xz-utils hyperfine openssl \
+	python3-venv
+
+.PHONY: setup apt venv demo test test-fast bench lint fuzz artifacts clean
+
+setup: $(APT_STAMP) $(VENV_STAMP)
+
+apt: $(APT_STAMP)
+$(APT_STAMP):
+	@mkdir -p .state
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml $(APT_STAMP)
+	@test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install -q -U pip
+	.venv/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+artifacts: setup
+	$(PY) -m tboot_py._artifacts fetch
+
+demo: setup artifacts
+	$(PY) -m tboot_py._demo
+
+test: setup artifacts
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q tests/unit tests/property
+
+bench: setup artifacts
+	$(PY) -m tboot_py._bench
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+fuzz: setup
+	$(PY) tests/fuzz/run_all.py --seconds $${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf .state/swtpm-* build dist *.egg-info

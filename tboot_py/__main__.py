@@ -1,0 +1,3 @@
+from tboot_py._cli import run
+
+run()

@@ -1,0 +1,61 @@
+"""``tboot-py pcrs``: read PCRs from a TPM."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tboot_py.errors import EXIT_OK
+
+
+def add_tpm_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--tpm", required=required, metavar="TCTI",
+                   help="TPM to use: /dev/tpmrm0, device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pcrs", help="read PCR values from a TPM")
+    add_tpm_arg(p)
+    p.add_argument("--banks", help="comma-separated banks (default: every active bank)")
+    p.add_argument("--pcr", dest="pcr_list", help="comma-separated PCR indices (default: 0-23)")
+    p.add_argument("--json", action="store_true", help="machine output")
+    p.set_defaults(func=_pcrs)
+
+
+def parse_pcr_list(spec: str | None) -> list[int]:
+    from tboot_py.errors import InputError
+    from tboot_py.tpm import NUM_PCRS, check_pcr_index
+
+    if not spec:
+        return list(range(NUM_PCRS))
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError as e:
+            raise InputError(f"bad PCR list {spec!r}") from e
+    return [check_pcr_index(i) for i in out]
+
+
+def _pcrs(args: argparse.Namespace) -> int:
+    from tboot_py import algorithms
+    from tboot_py._output import console, emit_json, pcr_table, pcrs_json
+    from tboot_py.tpm import open_tpm
+
+    banks = algorithms.parse_banks(args.banks) if args.banks else None
+    pcrs = parse_pcr_list(args.pcr_list)
+    tpm = open_tpm(args.tpm)
+    try:
+        values = tpm.read_pcrs(pcrs, banks)
+    finally:
+        tpm.close()
+    if args.json:
+        emit_json({"pcrs": pcrs_json(values)})
+    else:
+        console().print(pcr_table(values, title=f"PCRs of {args.tpm}"))
+    return EXIT_OK
