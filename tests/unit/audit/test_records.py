@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tboot_py.audit.records import AuditChainError, append_record, check_chain, verify_chain
+
+
+def _write3(p: Path) -> None:
+    for i in range(3):
+        append_record(p, {"decision": "allow" if i % 2 else "deny", "n": i})
+
+
+def test_chain_links_and_verifies(tmp_path: Path) -> None:
+    p = tmp_path / "audit.jsonl"
+    _write3(p)
+    lines = [json.loads(x) for x in p.read_text().splitlines()]
+    assert [r["n"] for r in lines] == [0, 1, 2]
+    assert lines[0]["prev"] == "0" * 64
+    assert lines[1]["prev"] == lines[0]["hash"] and lines[2]["prev"] == lines[1]["hash"]
+    assert verify_chain(p) == 3
+
+
+@pytest.mark.parametrize("attack", ["modify", "delete", "reorder", "truncate"])
+def test_tampering_is_detected(tmp_path: Path, attack: str) -> None:
+    p = tmp_path / "audit.jsonl"
+    _write3(p)
+    lines = p.read_text().splitlines(keepends=True)
+    if attack == "modify":
+        lines[1] = lines[1].replace('"deny"', '"allow"').replace('"allow"', '"allow "', 1)
+    elif attack == "delete":
+        del lines[1]
+    elif attack == "reorder":
+        lines[0], lines[1] = lines[1], lines[0]
+    else:
+        lines[-1] = lines[-1][:10]
+    p.write_text("".join(lines))
+    assert not check_chain(p).ok
+    with pytest.raises(AuditChainError):
+        verify_chain(p)
+    with pytest.raises(AuditChainError):
+        append_record(p, {"decision": "allow"})
