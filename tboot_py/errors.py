@@ -51,6 +51,12 @@ class ParseError(InputError):
         return f"{where}parse error at offset {self.offset} (0x{self.offset:x}): {self.message}"
 
 
+class EventLogAppendError(ParseError):
+    """An existing event log that must not be appended to: its banks differ from the
+    measurement's, or it is not a crypto-agile log. (A log that does not parse or ends in
+    a half-written record raises plain ParseError.)"""
+
+
 class TPMError(Error):
     """A TPM or TSS failure. ``rc`` keeps the TPM/TSS return code (0 when unknown)."""
 
