@@ -239,8 +239,10 @@ class EventLog:
 
     @property
     def is_drtm(self) -> bool:
-        """Whether the log records a dynamic launch (Intel TXT / Secure Launch events)."""
-        return any(is_drtm_event_type(e.event_type) for e in self.events)
+        """Whether the log records a dynamic launch: an Intel TXT / Secure Launch event type
+        extending one of the DRTM PCRs 17-22. (Some server firmware logs a 0x40E event in
+        PCR 0 during a static boot; that is no dynamic launch.)"""
+        return any(is_drtm_event_type(e.event_type) and 17 <= e.pcr <= 22 for e in self.events)
 
     def pcrs(self) -> tuple[int, ...]:
         """The PCRs this log extends, sorted."""

@@ -174,3 +174,10 @@ def test_event_is_frozen() -> None:
     assert isinstance(e, Event)
     with pytest.raises(AttributeError):
         e.pcr = 3  # type: ignore[misc]
+
+
+def test_txt_type_outside_drtm_pcrs_is_no_dynamic_launch() -> None:
+    # Intel server firmware logs a 0x40E event into PCR 0 during a static boot.
+    log = parse_log(agile(ev2(0, 0x40E, two(b""), b""), ev2(17, 0x80000001, two(b"x"), b"x")))
+    assert not log.is_drtm
+    assert replay(log)["sha1"][17] == ext(b"\xff" * 20, hashlib.sha1(b"x").digest(), "sha1")
