@@ -91,3 +91,8 @@ class VerificationError(Error):
 
 class PolicyError(InputError):
     """A policy that cannot be read, parsed or validated. Always denies."""
+
+
+class PolicySignatureError(VerificationError):
+    """A policy that trusted keys are configured for, but that is unsigned, or whose
+    signatures do not verify against any of those keys. Denies (exit 1)."""
