@@ -276,7 +276,7 @@ def stream_digests(
             with open_source(src) as s:
                 for view in _read_chunks(s, 0, None):
                     h.update(view)
-        elif isinstance(src, io.IOBase) or hasattr(src, "read"):
+        elif isinstance(src, io.IOBase) or hasattr(src, "readinto") or hasattr(src, "read"):
             try:
                 for view in _read_stream(src):
                     h.update(view)
