@@ -17,7 +17,7 @@ from _pe_synth import Sec, build_pe, win_certificate, with_cert_table
 from tboot_py import algorithms
 from tboot_py.errors import ParseError
 from tboot_py.measure import authenticode
-from tboot_py.measure._pe import parse_headers, bytes_reader
+from tboot_py.measure._pe import bytes_reader, parse_headers
 from tboot_py.measure.authenticode import image_ranges
 
 BANKS = (algorithms.SHA1, algorithms.SHA256, algorithms.SHA384)
