@@ -1,0 +1,143 @@
+"""The measured domain builder: measure artifacts, extend them into the TPM, log them.
+
+For each artifact the builder extends one measurement (every active bank) and appends one
+TCG_PCR_EVENT2 record (TCG PC Client PFP, 10.2.2) of type EV_IPL whose event data is a
+UTF-8 JSON object naming what was measured:
+``{"tboot-py": 1, "component": "kernel", "kind": "pe", "file": "vmlinuz", "cmdline": ...}``.
+
+PCR mappings:
+
+* ``default``: everything into one PCR (9 unless ``--pcr`` says otherwise), the way a boot
+  loader measures the files it loads.
+* ``tboot``: the hypervisor into PCR 18 and every other module into PCR 19, as tboot's
+  Verified Launch does after a measured launch (tboot docs, "PCR usage"). Each module is
+  then measured as a tboot module hash H(H(cmdline) || H(image)).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tboot_py.algorithms import HashAlg
+from tboot_py.errors import InputError
+from tboot_py.eventlog.write import NewEvent, append_events
+from tboot_py.measure import ArtifactKind, DigestSet, Measurement, measure
+from tboot_py.tpm import TPM, check_pcr_index
+
+#: EV_IPL (TCG PC Client PFP, Table 9): measurements made by the IPL code.
+EV_IPL = 0x0000000D
+
+COMPONENTS = ("hypervisor", "kernel", "initrd", "cmdline")
+DEFAULT_PCR = 9
+TBOOT_MAP = {"hypervisor": 18, "kernel": 19, "initrd": 19, "cmdline": 19}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One thing to measure. ``source`` is a path or an open file descriptor (the gate's
+    private copy); ``name`` is what the log records."""
+
+    component: str
+    source: Path | int | None
+    name: str
+    cmdline: str | None = None
+    kind: ArtifactKind | str = "auto"
+
+
+@dataclass(frozen=True)
+class LoggedMeasurement:
+    component: str
+    pcr: int
+    measurement: Measurement
+    event_data: bytes
+
+
+def pcr_for(component: str, mapping: str, pcr: int | None) -> int:
+    if mapping == "tboot":
+        return TBOOT_MAP[component]
+    if mapping != "default":
+        raise InputError(f"unknown PCR mapping {mapping!r} (default, tboot)")
+    return check_pcr_index(DEFAULT_PCR if pcr is None else pcr)
+
+
+def event_data(component: str, m: Measurement) -> bytes:
+    obj: dict[str, object] = {"tboot-py": 1, "component": component, "kind": m.kind.value, "file": m.name}
+    if m.cmdline is not None:
+        obj["cmdline"] = m.cmdline
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def cmdline_digests(cmdline: str, banks: Sequence[HashAlg]) -> DigestSet:
+    data = cmdline.encode()
+    return DigestSet(tuple((b, b.digest(data)) for b in banks))
+
+
+def measure_artifacts(
+    artifacts: Sequence[Artifact], banks: Sequence[HashAlg], mapping: str = "default"
+) -> list[Measurement]:
+    """Measure every artifact. With the tboot mapping each module is a tboot module hash."""
+    out: list[Measurement] = []
+    for a in artifacts:
+        if a.component not in COMPONENTS:
+            raise InputError(f"unknown component {a.component!r}")
+        if a.component == "cmdline":
+            cmd = a.cmdline or ""
+            out.append(Measurement(name="cmdline", kind=ArtifactKind.FILE, size=len(cmd.encode()),
+                                   digests=cmdline_digests(cmd, banks), cmdline=cmd))
+            continue
+        if a.source is None:
+            raise InputError(f"no file given for {a.component}")
+        kind = a.kind
+        if mapping == "tboot":
+            kind = ArtifactKind.TBOOT_MODULE
+        cmdline = a.cmdline if a.cmdline is not None or kind != ArtifactKind.TBOOT_MODULE else ""
+        out.append(measure(a.source, kind=kind, banks=banks, cmdline=cmdline, name=a.name))
+    return out
+
+
+def extend_and_log(
+    tpm: TPM,
+    log_path: Path,
+    artifacts: Sequence[Artifact],
+    *,
+    mapping: str = "default",
+    pcr: int | None = None,
+) -> list[LoggedMeasurement]:
+    """Measure, extend every active bank, then append the events to ``log_path``.
+
+    The log is checked before anything is extended (it must parse and carry the TPM's
+    banks), so a bad log stops the build before the PCRs move. A crash between extend and
+    append leaves PCRs ahead of the log; replay then fails, which denies (fail closed).
+    """
+    banks = tpm.banks()
+    if not banks:
+        raise InputError("the TPM has no active PCR bank")
+    _check_log_appendable(log_path, banks)
+    measurements = measure_artifacts(artifacts, banks, mapping)
+    logged: list[LoggedMeasurement] = []
+    for a, m in zip(artifacts, measurements, strict=True):
+        index = pcr_for(a.component, mapping, pcr)
+        tpm.extend(index, m.digests.as_dict())
+        logged.append(LoggedMeasurement(a.component, index, m, event_data(a.component, m)))
+    append_events(log_path, [NewEvent(lm.pcr, EV_IPL, lm.measurement.digests.as_dict(), lm.event_data)
+                             for lm in logged], banks)
+    return logged
+
+
+def _check_log_appendable(log_path: Path, banks: Sequence[HashAlg]) -> None:
+    """Refuse before extending when the log exists but could not be appended to."""
+    from tboot_py.eventlog import read_log
+
+    if not log_path.exists():
+        return
+    log = read_log(log_path)
+    if log.spec_id is None:
+        raise InputError(f"{log_path}: not a crypto-agile log; tboot-py appends only to logs it can extend")
+    have = {alg_id for alg_id, _size in log.spec_id.algorithms}
+    want = {b.alg_id for b in banks}
+    if have != want:
+        raise InputError(f"{log_path}: log banks do not match the TPM's active banks "
+                         f"({', '.join(b.name for b in banks)})")
