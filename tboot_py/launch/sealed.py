@@ -9,6 +9,7 @@ path the user named is read exactly once, and replacing it afterwards has no eff
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -38,10 +39,8 @@ class SealedCopy:
         return f"/proc/self/fd/{self.fd}"
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
 
 
 def seal_copy(component: str, origin: Path) -> SealedCopy:
