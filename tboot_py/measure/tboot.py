@@ -30,6 +30,9 @@ from tboot_py.measure._source import Source, open_source, source_name
 from tboot_py.measure.digests import CHUNK_SIZE, DigestSet, MultiHasher, Progress, _read_chunks, resolve_banks
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: Longest module command line tb_polgen accepts (it refuses longer ones; tboot keeps
+#: command lines in fixed 1024-byte buffers including the NUL).
+MAX_CMDLINE = 1023
 #: Largest decompressed image accepted (1 GiB); beyond it the image is refused as a likely gzip bomb.
 MAX_DECOMPRESSED = 1 << 30
 
@@ -173,6 +176,8 @@ def tboot_module_digests(
         cmd = cmdline.encode("utf-8")
     except UnicodeEncodeError as e:
         raise InputError(f"the module command line is not encodable: {e}") from e
+    if len(cmd) > MAX_CMDLINE:
+        raise InputError(f"the module command line is {len(cmd)} bytes; tboot allows at most {MAX_CMDLINE}")
     images, size, gz = image_digests(src, algs, progress, max_decompressed=max_decompressed)
     out = tuple((a, a.digest(a.digest(cmd) + images[a])) for a in algs)
     return DigestSet(out), size, gz

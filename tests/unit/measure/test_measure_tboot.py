@@ -108,3 +108,6 @@ def test_bad_cmdline() -> None:
         tboot_module_hash(b"x", "a\0b", BANKS)
     with pytest.raises(InputError):
         tboot_module_hash(b"x", "\udcff", BANKS)
+    assert tboot_module_hash(b"x", "c" * 1023, BANKS).hex() == ref(b"c" * 1023, b"x")
+    with pytest.raises(InputError, match="at most 1023"):
+        tboot_module_hash(b"x", "c" * 1024, BANKS)
