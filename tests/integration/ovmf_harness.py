@@ -142,12 +142,42 @@ def parse_serial(serial: str) -> tuple[bytes, dict[str, dict[int, bytes]]]:
     return eventlog, pcrs
 
 
+def run_qemu(args: list[str], serial: Path, timeout: float = BOOT_TIMEOUT) -> tuple[str, float]:
+    """Run qemu-system-x86_64 with ``args`` until the guest powers off; returns (serial, seconds).
+
+    Adds a serial file, no network (else the firmware tries PXE and HTTP boot for minutes),
+    no display and ``-no-reboot``. QEMU is killed after ``timeout`` seconds.
+    """
+    if shutil.which("qemu-system-x86_64") is None:
+        raise BootError("qemu-system-x86_64 is not installed (run `make setup`)")
+    cmd = ["qemu-system-x86_64", *args, "-nic", "none", "-display", "none", "-monitor", "none",
+           "-serial", f"file:{serial}", "-no-reboot"]
+    start = time.monotonic()
+    qemu = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        try:
+            _, err = qemu.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(qemu)
+            out = serial.read_text(errors="replace") if serial.exists() else ""
+            raise BootError(f"QEMU did not power off within {timeout:.0f} s; serial tail:\n"
+                            + serial_tail(out)) from None
+    finally:
+        _stop(qemu)
+    seconds = time.monotonic() - start
+    out = serial.read_text(errors="replace") if serial.exists() else ""
+    if qemu.returncode != 0:
+        raise BootError(f"QEMU exited {qemu.returncode}: {err.decode(errors='replace').strip()}\n"
+                        + serial_tail(out))
+    return out, seconds
+
+
 def boot(workdir: Path, kernel: Path, banks: str, cmdline: str = CMDLINE, timeout: float = BOOT_TIMEOUT) -> BootResult:
     """Boot OVMF -> UEFI shell -> startup.nsh -> kernel (EFI stub) -> probe initrd."""
     for f in (OVMF_CODE, OVMF_VARS, kernel):
         if not f.is_file():
             raise BootError(f"{f} is missing (run `make setup artifacts`)")
-    for tool in ("qemu-system-x86_64", "swtpm", "swtpm_setup", "mkfs.vfat", "mcopy"):
+    for tool in ("swtpm", "swtpm_setup", "mkfs.vfat", "mcopy"):
         if shutil.which(tool) is None:
             raise BootError(f"{tool} is not installed (run `make setup`)")
     workdir = workdir.resolve()
@@ -158,32 +188,14 @@ def boot(workdir: Path, kernel: Path, banks: str, cmdline: str = CMDLINE, timeou
     serial = workdir / "serial.log"
     with swtpm_unix(workdir, banks) as sock:
         cmd = [
-            "qemu-system-x86_64", "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", "512",
+            "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", "512",
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}",
             "-drive", f"if=virtio,format=raw,file={esp}",
             "-chardev", f"socket,id=chrtpm,path={sock}",
             "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
-            "-nic", "none", "-display", "none", "-monitor", "none", "-serial", f"file:{serial}",
-            "-no-reboot",
         ]
-        start = time.monotonic()
-        qemu = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            try:
-                _, err = qemu.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _stop(qemu)
-                out = serial.read_text(errors="replace") if serial.exists() else ""
-                raise BootError(f"QEMU did not power off within {timeout:.0f} s; serial tail:\n"
-                                + serial_tail(out)) from None
-        finally:
-            _stop(qemu)
-        seconds = time.monotonic() - start
-        out = serial.read_text(errors="replace") if serial.exists() else ""
-        if qemu.returncode != 0:
-            raise BootError(f"QEMU exited {qemu.returncode}: {err.decode(errors='replace').strip()}\n"
-                            + serial_tail(out))
+        out, seconds = run_qemu(cmd, serial, timeout)
     eventlog, pcrs = parse_serial(out)
     return BootResult(eventlog=eventlog, pcrs=pcrs, serial=out, seconds=seconds, initrd=initrd,
                       load_options=f"{ESP_KERNEL} {cmdline}")
