@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import struct
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tboot_py.errors import ParseError
+from tboot_py.eventlog import efi
 from tboot_py.eventlog import model as m
 from tboot_py.eventlog.model import Event
 
@@ -71,7 +74,56 @@ class TbootPyEventData:
     fields: tuple[tuple[str, str], ...]
 
 
-EventData = RawData | TextData | SeparatorData | StartupLocalityData | SpecIdData | TbootPyEventData
+@dataclass(frozen=True, slots=True)
+class EfiVariableEvent:
+    """EV_EFI_VARIABLE_DRIVER_CONFIG / _BOOT / _BOOT2 / _AUTHORITY (PFP 10.2.6) with the
+    value interpreted where the variable is known."""
+
+    variable: efi.VariableData
+    #: SecureBoot, DeployedMode, AuditMode, SetupMode: the one-byte boolean.
+    enabled: bool | None = None
+    #: PK, KEK, db, dbx, dbt, dbr, MokList...: the EFI_SIGNATURE_LISTs.
+    signatures: tuple[efi.SignatureEntry, ...] | None = None
+    boot_order: tuple[int, ...] | None = None
+    load_option: efi.LoadOption | None = None
+    #: EV_EFI_VARIABLE_AUTHORITY: the certificate that verified an image.
+    authority: efi.SignatureDataAuthority | None = None
+    #: SbatLevel and other text variables.
+    text: str | None = None
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.variable.name
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedEventData:
+    """TCG_PCClientTaggedEvent (PFP 10.4.2.3 EV_EVENT_TAG), e.g. the Linux EFI stub's initrd tag."""
+
+    tag: int
+    data: bytes
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SP800155Data:
+    """EV_NO_ACTION "SP800-155 Event" platform reference-manifest identification (PFP 10.4.5.6)."""
+
+    signature: str
+    vendor_id: int
+    reference_manifest_guid: str
+    platform_manufacturer: str
+    platform_model: str
+    platform_version: str
+    firmware_manufacturer: str
+    firmware_manufacturer_id: int
+    firmware_version: str
+
+
+EventData = (RawData | TextData | SeparatorData | StartupLocalityData | SpecIdData | TbootPyEventData
+             | EfiVariableEvent | efi.ImageLoadData | efi.FirmwareBlob | efi.HandoffTables | efi.GptData
+             | TaggedEventData | SP800155Data)
 
 
 def _utf8_text(data: bytes) -> str | None:
@@ -123,20 +175,40 @@ def _no_action(ev: Event) -> EventData:
     if len(d) == 17 and d[:16] == b"StartupLocality\x00":
         return StartupLocalityData(d[16])
     if d[:16] == b"Spec ID Event03\x00":
-        from tboot_py.errors import ParseError
         from tboot_py.eventlog.parse import parse_spec_id
 
         try:
             return SpecIdData(parse_spec_id(d))
         except ParseError as e:
             return RawData(d, f"bad Spec ID event: {e.message}")
+    if d[:15] == b"SP800-155 Event":
+        try:
+            return _sp800_155(d)
+        except ParseError as e:
+            return RawData(d, f"bad SP800-155 event: {e.message}")
     return RawData(d)
 
 
+def _sp800_155(d: bytes) -> SP800155Data:
+    r = efi.Reader(d)
+    sig = r.take(16).rstrip(b"\x00").decode("ascii", "replace")
+
+    def s8() -> str:
+        return r.take(r.u8(), "string").rstrip(b"\x00").decode("utf-8", "replace")
+
+    vendor = r.u32()
+    guid = str(r.guid())
+    pm, model, ver, fwm = s8(), s8(), s8(), s8()
+    fwid = r.u32()
+    fwver = s8()
+    return SP800155Data(sig, vendor, guid, pm, model, ver, fwm, fwid, fwver)
+
+
 def _separator(ev: Event) -> EventData:
-    if len(ev.data) == 4:
+    if ev.data in (b"\x00\x00\x00\x00", b"\xff\xff\xff\xff"):
         return SeparatorData(struct.unpack("<I", ev.data)[0])
-    return RawData(ev.data, "separator data is not 4 bytes")
+    # Windows logs "WBCL" separators in PCRs 12-14; PFP 10.4.1 allows only 0 and FFFFFFFF.
+    return RawData(ev.data, "non-standard separator data")
 
 
 def _text(ev: Event) -> EventData:
@@ -144,11 +216,96 @@ def _text(ev: Event) -> EventData:
     return TextData(t) if t is not None else RawData(ev.data)
 
 
-def _ipl(ev: Event) -> EventData:
+def _text_or_utf16(ev: Event) -> EventData:
+    """EV_IPL from grub is UTF-8; systemd-boot logs the kernel command line as UTF-16LE."""
+    t = _utf8_text(ev.data)
+    if t is not None:
+        return TextData(t)
+    if len(ev.data) >= 2 and len(ev.data) % 2 == 0:
+        try:
+            u = efi.utf16(ev.data)
+        except ParseError:
+            u = ""
+        if u and all(ord(c) >= 0x20 or c in "\t\n\r" for c in u):
+            return TextData(u)
+    return RawData(ev.data)
+
+
+def _ipl_any(ev: Event) -> EventData:
     tp = decode_tboot_py(ev.data)
-    if tp is not None:
-        return tp
+    return tp if tp is not None else _text_or_utf16(ev)
+
+
+_BOOLEAN_VARS = {"SecureBoot", "DeployedMode", "AuditMode", "SetupMode", "MokSBState"}
+_SIGDB_VARS = {"PK", "KEK", "db", "dbx", "dbt", "dbr", "MokList", "MokListX", "MokListTrusted"}
+
+
+def _variable(ev: Event) -> EventData:
+    try:
+        var = efi.variable_data(ev.data)
+    except ParseError as e:
+        return RawData(ev.data, f"bad UEFI_VARIABLE_DATA: {e.message}")
+    name, value = var.name, var.data
+    try:
+        if ev.event_type == m.EV_EFI_VARIABLE_AUTHORITY:
+            return EfiVariableEvent(var, authority=efi.authority_data(value))
+        if name in _BOOLEAN_VARS:
+            if len(value) == 1:
+                return EfiVariableEvent(var, enabled=value[0] == 1)
+            if len(value) == 0:
+                return EfiVariableEvent(var, enabled=False, note="empty value")
+            return EfiVariableEvent(var, note="not a one-byte boolean")
+        if name in _SIGDB_VARS:
+            return EfiVariableEvent(var, signatures=efi.signature_lists(value))
+        if name == "BootOrder":
+            return EfiVariableEvent(var, boot_order=efi.boot_order(value))
+        if len(name) == 8 and name.startswith("Boot") and all(c in "0123456789ABCDEFabcdef" for c in name[4:]):
+            return EfiVariableEvent(var, load_option=efi.load_option(value))
+        t = _utf8_text(value)
+        if t is not None:
+            return EfiVariableEvent(var, text=t)
+    except ParseError as e:
+        return EfiVariableEvent(var, note=f"value does not parse: {e.message}")
+    return EfiVariableEvent(var)
+
+
+def _struct(fn: Callable[[bytes], EventData]) -> Callable[[Event], EventData]:
+    def dec(ev: Event) -> EventData:
+        try:
+            return fn(ev.data)
+        except ParseError as e:
+            return RawData(ev.data, e.message)
+
+    return dec
+
+
+def _post_code(ev: Event) -> EventData:
+    # PFP 10.4.1: a UEFI_PLATFORM_FIRMWARE_BLOB or an ASCII string ("ACPI DATA", "SMM CODE").
+    if len(ev.data) == 16:
+        return efi.firmware_blob(ev.data)
     return _text(ev)
+
+
+def _crtm_version(ev: Event) -> EventData:
+    # PFP 10.4.1: a UTF-16 string, or a GUID naming the version.
+    t = _text_or_utf16(ev)
+    if isinstance(t, TextData):
+        return t
+    if len(ev.data) == 16:
+        return TextData(str(uuid.UUID(bytes_le=ev.data)))
+    return t
+
+
+def _tagged(ev: Event) -> EventData:
+    r = efi.Reader(ev.data)
+    try:
+        tag, size = r.u32(), r.u32()
+        body = r.take(size, "taggedEventData")
+    except ParseError as e:
+        return RawData(ev.data, e.message)
+    if r.left:
+        return RawData(ev.data, "trailing bytes after the tagged event")
+    return TaggedEventData(tag, body, _utf8_text(body))
 
 
 _DECODERS: dict[int, Callable[[Event], EventData]] = {
@@ -156,7 +313,26 @@ _DECODERS: dict[int, Callable[[Event], EventData]] = {
     m.EV_SEPARATOR: _separator,
     m.EV_ACTION: _text,
     m.EV_EFI_ACTION: _text,
-    m.EV_IPL: _ipl,
+    m.EV_IPL: _ipl_any,
+    m.EV_POST_CODE: _post_code,
+    m.EV_S_CRTM_VERSION: _crtm_version,
+    m.EV_S_CRTM_CONTENTS: _text,
+    m.EV_COMPACT_HASH: _text,
+    m.EV_CPU_MICROCODE: _text,
+    m.EV_EVENT_TAG: _tagged,
+    m.EV_EFI_VARIABLE_DRIVER_CONFIG: _variable,
+    m.EV_EFI_VARIABLE_BOOT: _variable,
+    m.EV_EFI_VARIABLE_BOOT2: _variable,
+    m.EV_EFI_VARIABLE_AUTHORITY: _variable,
+    m.EV_EFI_BOOT_SERVICES_APPLICATION: _struct(efi.image_load),
+    m.EV_EFI_BOOT_SERVICES_DRIVER: _struct(efi.image_load),
+    m.EV_EFI_RUNTIME_SERVICES_DRIVER: _struct(efi.image_load),
+    m.EV_EFI_PLATFORM_FIRMWARE_BLOB: _struct(efi.firmware_blob),
+    m.EV_EFI_PLATFORM_FIRMWARE_BLOB2: _struct(efi.firmware_blob2),
+    m.EV_EFI_HANDOFF_TABLES: _struct(efi.handoff_tables),
+    m.EV_EFI_HANDOFF_TABLES2: _struct(lambda d: efi.handoff_tables(d, v2=True)),
+    m.EV_EFI_GPT_EVENT: _struct(efi.gpt_data),
+    m.EV_EFI_GPT_EVENT2: _struct(efi.gpt_data),
 }
 
 
