@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,6 +113,10 @@ def swtpm_unix(workdir: Path, banks: str) -> Iterator[Path]:
     _run(["swtpm_setup", "--tpm2", "--tpmstate", str(state), "--pcr-banks", banks, "--config", str(conf),
           "--overwrite"])
     sock = state / "swtpm.sock"
+    short_dir: Path | None = None
+    if len(str(sock)) > 100:  # sun_path holds 108 bytes
+        short_dir = Path(tempfile.mkdtemp(prefix="tbswtpm-"))
+        sock = short_dir / "swtpm.sock"
     proc = subprocess.Popen(
         ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}", "--ctrl", f"type=unixio,path={sock}",
          "--log", f"file={state / 'swtpm.log'},level=1", "--terminate"],
@@ -125,6 +130,9 @@ def swtpm_unix(workdir: Path, banks: str) -> Iterator[Path]:
         yield sock
     finally:
         _stop(proc)
+        sock.unlink(missing_ok=True)
+        if short_dir is not None:
+            shutil.rmtree(short_dir, ignore_errors=True)
 
 
 def parse_serial(serial: str) -> tuple[bytes, dict[str, dict[int, bytes]]]:
