@@ -222,8 +222,11 @@ def _event_type(v: object, path: str) -> int:
 
 # ---------------------------------------------------------------- decoding
 
-def policy_from_dict(doc: object) -> Policy:
-    """Validate a decoded TOML/JSON document and build a Policy. Raises PolicyError only."""
+def policy_from_dict(doc: object, allow_empty: bool = False) -> Policy:
+    """Validate a decoded TOML/JSON document and build a Policy. Raises PolicyError only.
+
+    ``allow_empty`` accepts a draft without rules (``policy init`` writes one); such a
+    policy never loads for evaluation."""
     budget = _Budget()
     top = _table(doc, "policy")
     _no_extra(top, {"version", "mode", "name", "description", "rules"}, "")
@@ -234,7 +237,7 @@ def policy_from_dict(doc: object) -> Policy:
         raise PolicyError(f"version: unsupported policy version {version} (this tboot-py reads {SCHEMA_VERSION})")
     mode = _enum(Mode, top["mode"], "mode") if "mode" in top else Mode.HALT
     rules = tuple(_rule(r, f"rules[{i}]", budget, 1) for i, r in enumerate(_list(top, "rules", "", budget)))
-    if not rules:
+    if not rules and not allow_empty:
         raise PolicyError("rules: a policy needs at least one rule (an empty policy would allow everything)")
     return Policy(rules=rules, mode=mode, name=_str(top, "name", ""),
                   description=_str(top, "description", ""), version=version)
@@ -514,7 +517,7 @@ def _vlp_entry_to_dict(e: VlpEntry) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- text formats
 
-def loads_toml(text: str) -> Policy:
+def loads_toml(text: str, allow_empty: bool = False) -> Policy:
     if len(text) > MAX_TEXT:
         raise PolicyError(f"policy larger than {MAX_TEXT} bytes")
     try:
@@ -523,17 +526,17 @@ def loads_toml(text: str) -> Policy:
         raise PolicyError(f"policy is not valid TOML: {e}") from e
     except RecursionError as e:
         raise PolicyError("policy is not valid TOML: nested too deeply") from e
-    return policy_from_dict(doc)
+    return policy_from_dict(doc, allow_empty)
 
 
-def loads_json(text: str | bytes) -> Policy:
+def loads_json(text: str | bytes, allow_empty: bool = False) -> Policy:
     if len(text) > MAX_TEXT:
         raise PolicyError(f"policy larger than {MAX_TEXT} bytes")
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as e:  # JSONDecodeError and bad UTF-8 are ValueErrors
         raise PolicyError(f"policy is not valid JSON: {e}") from e
-    return policy_from_dict(doc)
+    return policy_from_dict(doc, allow_empty)
 
 
 def dumps_json(policy: Policy) -> str:

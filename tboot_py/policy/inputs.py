@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tboot_py import algorithms
 from tboot_py.errors import PolicyError
 from tboot_py.policy.model import Component, DigestKind
 
@@ -87,7 +88,13 @@ def _digest_pairs(obj: Any) -> tuple[tuple[str, bytes], ...]:
     items: Iterable[Any] = obj.items() if isinstance(obj, Mapping) else obj
     out: list[tuple[str, bytes]] = []
     for bank, digest in items:
-        name = bank if isinstance(bank, str) else getattr(bank, "name", str(bank))
+        if isinstance(bank, int):  # a TPM_ALG_ID, as event-log records carry them
+            alg = algorithms.by_id(bank)
+            if alg is None:
+                continue
+            name = alg.name
+        else:
+            name = bank if isinstance(bank, str) else getattr(bank, "name", str(bank))
         out.append((str(name).lower(), bytes(digest)))
     return tuple(out)
 

@@ -50,7 +50,7 @@ def _sniff_json(text: str) -> object | None:
 
 
 def loads_policy(data: bytes, trust_keys: Sequence[signing.PublicKey] | None = None,
-                 source: str = "policy") -> Policy:
+                 source: str = "policy", allow_empty: bool = False) -> Policy:
     """Parse policy bytes (TOML, JSON or a DSSE envelope). See :func:`load_policy`."""
     try:
         text = _decode_text(data)
@@ -60,21 +60,22 @@ def loads_policy(data: bytes, trust_keys: Sequence[signing.PublicKey] | None = N
             signed_by: tuple[str, ...] = ()
             if trust_keys is not None:
                 signed_by = signing.verify_envelope(env, trust_keys)
-            policy = _serialize.loads_json(env.payload)
+            policy = _serialize.loads_json(env.payload, allow_empty)
             return dataclasses.replace(policy, signed_by=signed_by)
         if trust_keys is not None:
             raise PolicySignatureError("the policy is not signed, but trusted keys are configured: "
                                        "only a signed policy (DSSE envelope) is accepted")
         if doc is not None:
-            return _serialize.policy_from_dict(doc)
-        return _serialize.loads_toml(text)
+            return _serialize.policy_from_dict(doc, allow_empty)
+        return _serialize.loads_toml(text, allow_empty)
     except PolicyError as e:
         raise PolicyError(f"{source}: {e}") from e
     except PolicySignatureError as e:
         raise PolicySignatureError(f"{source}: {e}") from e
 
 
-def load_policy(path: Path | str, trust_keys: Sequence[Path | str] | None = None) -> Policy:
+def load_policy(path: Path | str, trust_keys: Sequence[Path | str] | None = None,
+                allow_empty: bool = False) -> Policy:
     """Load and validate a policy file.
 
     ``trust_keys``: PEM public keys (Ed25519 / ECDSA P-256). When given (even empty), the
@@ -84,7 +85,7 @@ def load_policy(path: Path | str, trust_keys: Sequence[Path | str] | None = None
     """
     p = Path(path)
     keys = None if trust_keys is None else [signing.load_public_key(Path(k)) for k in trust_keys]
-    return loads_policy(read_bytes(p), keys, source=str(p))
+    return loads_policy(read_bytes(p), keys, source=str(p), allow_empty=allow_empty)
 
 
 def dumps_policy(policy: Policy, fmt: str) -> str:
