@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "tboot_py.launch._cli",
     "tboot_py.measure._cli",
     "tboot_py.policy._cli",
+    "tboot_py.attest._cli",
+    "tboot_py.verify._cli",
 )
 
 

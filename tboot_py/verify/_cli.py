@@ -1,0 +1,115 @@
+"""``tboot-py verify`` (evidence bundles) and ``tboot-py quote verify`` (tpm2-tools files)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tboot_py.errors import EXIT_DENIED, EXIT_OK
+
+
+def register(sub: Any) -> None:
+    v = sub.add_parser("verify", help="verify an evidence bundle: quote, nonce, PCRs, event logs")
+    v.add_argument("evidence", metavar="EVIDENCE", help="evidence bundle (JSON) from `tboot-py attest quote`")
+    v.add_argument("--ak", required=True, help="trusted AK: ak.json/state dir, PEM, TPMT_PUBLIC or TPM2B_PUBLIC")
+    v.add_argument("--nonce", required=True, metavar="HEX", help="the nonce the verifier issued")
+    v.add_argument("--pcrs", metavar="SELECTION", help="required PCR selection, e.g. sha256:0-7")
+    v.add_argument("--ek-ca", metavar="DIR", help="require an EK certificate in the evidence chaining to DIR")
+    v.add_argument("--json", action="store_true", help="machine output")
+    v.set_defaults(func=_verify)
+
+    q = sub.add_parser("quote", help="quote tools on tpm2-tools files")
+    qsub = q.add_subparsers(dest="quote_command", metavar="ACTION")
+    qsub.required = True
+    qv = qsub.add_parser("verify", help="verify a tpm2_quote output (like tpm2_checkquote)")
+    qv.add_argument("--ak", required=True, help="AK: PEM, TPM2B_PUBLIC, TPMT_PUBLIC or ak.json")
+    qv.add_argument("--message", "-m", required=True, help="TPMS_ATTEST (tpm2_quote -m)")
+    qv.add_argument("--signature", "-s", required=True, help="TPMT_SIGNATURE (tpm2_quote -s)")
+    qv.add_argument("--nonce", "-q", required=True, metavar="HEX", help="qualifying data given to tpm2_quote")
+    qv.add_argument("--pcrs", "-f", metavar="FILE",
+                    help='PCR values: tpm2_quote -o output, or JSON {"sha256": {"0": "<hex>"}}')
+    qv.add_argument("--json", action="store_true", help="machine output")
+    qv.set_defaults(func=_quote_verify)
+
+
+def _read(path: str, what: str) -> bytes:
+    from pathlib import Path
+
+    from tboot_py.errors import InputError
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"{what} {path}: {e}") from e
+
+
+def _report(args: argparse.Namespace, ok: bool, reason: str, verified: Any, extra: dict[str, Any]) -> int:
+    from tboot_py._output import console, emit_json, pcr_table, pcrs_json
+
+    if args.json:
+        out: dict[str, Any] = {"verified": ok, "reason": reason}
+        if verified is not None:
+            out.update({
+                "pcrs": pcrs_json(verified.pcrs), "selection": str(verified.selection),
+                "ak_name": verified.ak_name.hex(), "signer_checked": verified.signer_checked,
+                "sign_hash": verified.sign_hash,
+                "clock": {"clock": verified.clock_info.clock, "reset_count": verified.clock_info.reset_count,
+                          "restart_count": verified.clock_info.restart_count},
+            })
+        out.update(extra)
+        emit_json(out)
+    else:
+        c = console()
+        if ok:
+            c.print(pcr_table(verified.pcrs, title="Verified PCRs"))
+            if not verified.signer_checked:
+                c.print("note: qualifiedSigner not checked (the AK's qualified name is unknown)")
+            for k, v in extra.items():
+                c.print(f"{k}: {v}")
+            c.print("verified")
+        else:
+            c.print(f"NOT verified: {reason}")
+    return EXIT_OK if ok else EXIT_DENIED
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tboot_py.attest.cli_util import parse_hex
+    from tboot_py.attest.evidence import parse_evidence
+    from tboot_py.attest.structures import PCRSelection
+    from tboot_py.verify.evidence import check_evidence
+    from tboot_py.verify.quote import load_trusted_ak
+
+    ev = parse_evidence(_read(args.evidence, "evidence"), source=args.evidence)
+    ak = load_trusted_ak(args.ak)
+    nonce = parse_hex(args.nonce, "--nonce")
+    sel = PCRSelection.parse_spec(args.pcrs) if args.pcrs else None
+    r = check_evidence(ev, ak, nonce, sel, ek_ca=Path(args.ek_ca) if args.ek_ca else None)
+    return _report(args, r.ok, r.reason, r.verified_pcrs, r.summary())
+
+
+def _quote_verify(args: argparse.Namespace) -> int:
+    from tboot_py.attest.cli_util import parse_hex
+    from tboot_py.attest.evidence import Evidence
+    from tboot_py.verify.quote import check_quote, load_trusted_ak
+    from tboot_py.verify.tpm2_tools import read_pcrs_file
+
+    ak = load_trusted_ak(args.ak)
+    msg = _read(args.message, "message")
+    sig = _read(args.signature, "signature")
+    nonce = parse_hex(args.nonce, "--nonce")
+    pcrs = read_pcrs_file(_read(args.pcrs, "PCR file"), args.pcrs) if args.pcrs else {}
+    # tpm2_quote -m writes TPMS_ATTEST without the TPM2B size; accept both.
+    from tboot_py.attest.structures import TPM_GENERATED_VALUE
+
+    if len(msg) >= 6 and int.from_bytes(msg[:2], "big") == len(msg) - 2 and \
+            int.from_bytes(msg[2:6], "big") == TPM_GENERATED_VALUE:
+        msg = msg[2:]
+    ev = Evidence(msg, sig, pcrs)
+    if not pcrs:
+        from tboot_py.errors import InputError
+
+        raise InputError("--pcrs is required: a quote proves nothing without the PCR values it covers")
+    r = check_quote(ev, ak, nonce)
+    return _report(args, r.ok, r.reason, r.verified, {})
