@@ -31,9 +31,10 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tboot_py.errors import EXIT_OK, Error, InputError
 
@@ -53,6 +54,7 @@ _KERNEL_PKG = re.compile(r"^linux-image-(\d[0-9a-z.+~-]*-(?:cloud-)?amd64)$")
 _DEPENDS = re.compile(r"^\s*\|?(?:Pre)?Depends:\s*(\S+)", re.M)
 
 _APT_TIMEOUT = 1800
+_T = TypeVar("_T")
 
 
 class ArtifactError(InputError):
@@ -125,18 +127,26 @@ def _apt_download(pkg: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     found = sorted(dest.glob(f"{pkg}_*.deb"))
     if not found:
-        try:
-            _run(["apt-get", "download", "-q", pkg], cwd=dest)
-        except ArtifactError:
-            # A fresh machine may have no package lists yet; refresh once as root.
-            if os.geteuid() != 0:
-                raise
-            _run(["apt-get", "update", "-qq"])
-            _run(["apt-get", "download", "-q", pkg], cwd=dest)
+        _run(["apt-get", "download", "-q", pkg], cwd=dest)
         found = sorted(dest.glob(f"{pkg}_*.deb"))
     if not found:
         raise ArtifactError(f"apt-get download {pkg} produced no .deb in {dest}")
     return found[-1]
+
+
+def _retry_after_apt_update(step: Callable[[], _T]) -> _T:
+    """Run a fetch step; if it fails as root, refresh the package lists once and retry.
+
+    A fresh machine may have no lists, and stale lists name versions the mirror dropped
+    (404). The retry re-resolves metapackages, so it picks up the current kernel ABI.
+    """
+    try:
+        return step()
+    except ArtifactError:
+        if os.geteuid() != 0:
+            raise
+    _run(["apt-get", "update", "-qq"])
+    return step()
 
 
 def _deb_field(deb: Path, field: str) -> str:
@@ -276,9 +286,12 @@ def fetch_all(root: Path = ARTIFACTS_DIR, refresh: bool = False) -> Artifacts:
         if refresh:
             shutil.rmtree(root / "debs", ignore_errors=True)
             (root / MANIFEST).unlink(missing_ok=True)
-        xen_efi, xen_gz, xen_elf, xen_version = _fetch_xen(root)
-        vmlinuz, kver, kpkg = _fetch_kernel(DOM0_META, root)
-        cloud, cver, cpkg = _fetch_kernel(CLOUD_META, root)
+            for p in root.iterdir():
+                if p.is_file() and p.name.startswith(("vmlinuz-", "config-", XEN_NAME)):
+                    p.unlink()
+        xen_efi, xen_gz, xen_elf, xen_version = _retry_after_apt_update(lambda: _fetch_xen(root))
+        vmlinuz, kver, kpkg = _retry_after_apt_update(lambda: _fetch_kernel(DOM0_META, root))
+        cloud, cver, cpkg = _retry_after_apt_update(lambda: _fetch_kernel(CLOUD_META, root))
         a = Artifacts(dir=root, xen_version=xen_version, xen_efi=xen_efi, xen_gz=xen_gz, xen_elf=xen_elf,
                       kernel_version=kver, kernel_package_version=kpkg, vmlinuz=vmlinuz,
                       kernel_version_cloud=cver, kernel_package_version_cloud=cpkg, vmlinuz_cloud=cloud,
@@ -317,7 +330,8 @@ class _Newc:
 
     def add(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
         name = name.strip("/")
-        if not name or ".." in name.split("/") or len(name) >= _MAX_NAME or "\0" in name:
+        parts = name.split("/")
+        if not name or any(p in ("", ".", "..") for p in parts) or len(name) >= _MAX_NAME or "\0" in name:
             raise InputError(f"bad initrd path {name!r}")
         if name in self.names:
             raise InputError(f"duplicate initrd path {name!r}")

@@ -60,7 +60,7 @@ def test_initrd_is_reproducible(tmp_path: Path) -> None:
     assert a != c
 
 
-@pytest.mark.parametrize("name", ["../escape", "etc/../../x", "init", ""])
+@pytest.mark.parametrize("name", ["../escape", "etc/../../x", "init", "", "etc//x", "./etc/x", "a\0b"])
 def test_initrd_rejects_bad_paths(tmp_path: Path, name: str) -> None:
     with pytest.raises(InputError):
         build_initrd(tmp_path / "i.img", INIT, {name: b"x"})
