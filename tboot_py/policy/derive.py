@@ -41,6 +41,7 @@ from tboot_py.policy.model import (
 EV_IPL = 0x0000000D
 EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
 EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
+_NOT_AUTHORITIES = frozenset({"SbatLevel", "MokListTrusted"})
 
 
 def _bank_of(alg_id: int) -> str | None:
@@ -106,10 +107,14 @@ def boot_facts(log: EventLog) -> BootFacts:
         elif e.event_type == EV_EFI_VARIABLE_AUTHORITY:
             try:
                 var = variable_data(e.data)
-                a = authority_data(var.data)
             except ParseError:
                 auth_ok = False
                 continue
+            # shim also logs SbatLevel and MokListTrusted as authority events; they are
+            # configuration, not the signer of an image.
+            if var.name in _NOT_AUTHORITIES:
+                continue
+            a = authority_data(var.data)
             if a.cert is not None:
                 auths.add(f"x509:{a.cert.sha256}")
             elif len(var.data) == 48:  # EFI_SIGNATURE_DATA with a SHA-256 hash entry
