@@ -70,7 +70,7 @@ class BootResult:
 
 def serial_tail(text: str, lines: int = 40) -> str:
     clean = re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]", "", text.replace("\r", ""))
-    return "\n".join(clean.splitlines()[-lines:])
+    return "\n".join(clean.splitlines()[-lines:]) or "(no serial output)"
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> None:
