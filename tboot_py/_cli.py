@@ -17,6 +17,7 @@ from tboot_py.errors import EXIT_INTERNAL, EXIT_USAGE, Error
 # Modules that define ``register(subparsers)``; each handler returns an exit code.
 COMMAND_MODULES = (
     "tboot_py.tpm._cli",
+    "tboot_py.eventlog._cli",
     "tboot_py.launch._cli",
     "tboot_py.measure._cli",
     "tboot_py.policy._cli",

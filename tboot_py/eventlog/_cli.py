@@ -1,0 +1,337 @@
+"""``tboot-py log ...``: show, replay, verify, diff and check TCG event logs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tboot_py.errors import EXIT_DENIED, EXIT_OK
+
+DEFAULT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
+
+
+def register(sub: Any) -> None:
+    log = sub.add_parser("log", help="TCG event logs: show, replay, verify, diff")
+    lsub = log.add_subparsers(dest="log_command", metavar="ACTION")
+    lsub.required = True
+
+    def add_log(p: argparse.ArgumentParser) -> None:
+        p.add_argument("log", nargs="?", default=DEFAULT_LOG, metavar="LOG",
+                       help=f"binary event log (default: {DEFAULT_LOG}); a .json file is read as CEL-JSON")
+
+    p = lsub.add_parser("show", help="list the events of a log")
+    add_log(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="machine output with decoded event data")
+    g.add_argument("--cel", action="store_true", help="TCG Canonical Event Log (CEL-JSON) output")
+    p.set_defaults(func=_show)
+
+    p = lsub.add_parser("replay", help="compute the PCR values the log leads to")
+    add_log(p)
+    p.add_argument("--banks", help="comma-separated banks (default: every bank of the log)")
+    p.add_argument("--pcrs", metavar="FILE", help="PCR values JSON; apply known quirks only where they match it")
+    p.add_argument("--json", action="store_true", help="machine output")
+    p.set_defaults(func=_replay)
+
+    p = lsub.add_parser("verify", help="check the log replays to given PCR values (exit 1 if not)")
+    add_log(p)
+    p.add_argument("--pcrs", metavar="FILE", required=True, help='PCR values JSON: {"sha256": {"0": "hex"}}')
+    p.add_argument("--no-quirks", action="store_true", help="do not try the firmware quirk registry")
+    p.add_argument("--json", action="store_true", help="machine output")
+    p.set_defaults(func=_verify)
+
+    p = lsub.add_parser("diff", help="name the first event where two logs diverge (exit 1 if they differ)")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--json", action="store_true", help="machine output")
+    p.set_defaults(func=_diff)
+
+    p = lsub.add_parser("check", help="flag events whose digest does not match their data (exit 1 if any)")
+    add_log(p)
+    p.add_argument("--json", action="store_true", help="machine output")
+    p.set_defaults(func=_check)
+
+    p = lsub.add_parser("state", help="boot state extracted for policy (Secure Boot, db, images, cmdlines)")
+    add_log(p)
+    p.add_argument("--json", action="store_true", help="machine output")
+    p.set_defaults(func=_state)
+
+
+def _load(path: str) -> Any:
+    from pathlib import Path
+
+    from tboot_py.errors import InputError
+    from tboot_py.eventlog import read_log
+    from tboot_py.eventlog.cel import from_cel
+
+    if path.endswith(".json"):
+        try:
+            text = Path(path).read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+        return from_cel(text, source=path)
+    return read_log(path)
+
+
+def _load_pcrs(path: str) -> dict[str, dict[int, bytes]]:
+    import json
+    from pathlib import Path
+
+    from tboot_py.errors import InputError
+    from tboot_py.eventlog.quirks import load_pcr_values
+
+    try:
+        obj = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise InputError(f"{path} is not JSON: {e}") from e
+    return load_pcr_values(obj)
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, bytes, UUIDs, enums and tuples to JSON values (bytes as hex)."""
+    import dataclasses
+    import enum
+    import uuid
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {"kind": type(obj).__name__}
+        for f in dataclasses.fields(obj):
+            if f.name == "der":
+                continue
+            out[f.name] = jsonable(getattr(obj, f.name))
+        return out
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, tuple | list):
+        return [jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    from tboot_py.eventlog.model import bank_name
+
+    return {
+        "seq": e.seq,
+        "offset": e.offset,
+        "pcr": e.pcr,
+        "type": e.event_type,
+        "type_name": e.event_type_name,
+        "digests": {bank_name(a): d.hex() for a, d in e.digests},
+        "data": e.data.hex(),
+        "decoded": jsonable(e.decode()),
+    }
+
+
+def _summary(e: Any) -> str:
+    from tboot_py.eventlog import decode as d
+    from tboot_py.eventlog import efi
+
+    v = e.decode()
+    if isinstance(v, d.TextData):
+        return v.text
+    if isinstance(v, d.EfiVariableEvent):
+        extra = ""
+        if v.enabled is not None:
+            extra = f" = {'on' if v.enabled else 'off'}"
+        elif v.signatures is not None:
+            extra = f" ({len(v.signatures)} entries)"
+        elif v.authority is not None and v.authority.cert is not None:
+            extra = f" {v.authority.cert.subject}"
+        elif v.load_option is not None:
+            extra = f" {v.load_option.description}: {v.load_option.device_path}"
+        elif v.boot_order is not None:
+            extra = " " + ",".join(f"{x:04X}" for x in v.boot_order)
+        return f"{v.name}{extra}"
+    if isinstance(v, efi.ImageLoadData):
+        return v.device_path or f"image at 0x{v.location:x}"
+    if isinstance(v, d.TbootPyEventData):
+        return f"tboot-py {v.component} ({v.kind}) {v.file or ''}".rstrip()
+    if isinstance(v, d.SeparatorData):
+        return f"{v.value:08x}"
+    if isinstance(v, d.StartupLocalityData):
+        return f"StartupLocality {v.locality}"
+    if isinstance(v, d.SpecIdData):
+        return "Spec ID Event03: " + ", ".join(v.spec_id.bank_names)
+    if isinstance(v, efi.FirmwareBlob):
+        return f"{v.description + ' ' if v.description else ''}0x{v.base:x} +0x{v.length:x}"
+    if isinstance(v, d.TaggedEventData):
+        return f"tag 0x{v.tag:08x} {v.text or ''}".rstrip()
+    data: bytes = e.data
+    return data[:24].hex() + ("…" if len(data) > 24 else "")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from tboot_py._output import console, emit_json
+    from tboot_py.eventlog.cel import to_cel
+
+    log = _load(args.log)
+    if args.cel:
+        emit_json(to_cel(log))
+        return EXIT_OK
+    if args.json:
+        emit_json({
+            "format": log.format.value,
+            "banks": list(log.bank_names),
+            "spec_id": jsonable(log.spec_id),
+            "events": [_event_json(e) for e in log.events],
+        })
+        return EXIT_OK
+    t = Table(title=f"{args.log}: {log.format.value} log, banks {', '.join(log.bank_names)}, {len(log.events)} events")
+    t.add_column("#", justify="right")
+    t.add_column("PCR", justify="right")
+    t.add_column("type")
+    t.add_column("digest (first bank)", overflow="fold")
+    t.add_column("data", overflow="fold")
+    for e in log.events:
+        first = e.digests[0][1].hex()[:16] if e.digests else ""
+        pcr = "-" if e.pcr == 0xFFFFFFFF else str(e.pcr)
+        t.add_row(str(e.seq), pcr, e.event_type_name, first, _summary(e))
+    console().print(t)
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from tboot_py import algorithms
+    from tboot_py._output import console, emit_json, pcr_table, pcrs_json
+    from tboot_py.eventlog import replay
+    from tboot_py.eventlog.quirks import replay_against
+
+    log = _load(args.log)
+    banks = [b.name for b in algorithms.parse_banks(args.banks)] if args.banks else None
+    values = replay(log, banks)
+    quirks: list[str] = []
+    if args.pcrs:
+        report = replay_against(log, _load_pcr_values_for(args.pcrs, banks))
+        quirks = list(report.quirks_applied)
+        for bank, regs in report.values().items():
+            if bank in values:
+                values[bank].update(regs)
+    if args.json:
+        out: dict[str, Any] = {"pcrs": pcrs_json(values)}
+        if args.pcrs:
+            out["quirks"] = quirks
+        emit_json(out)
+    else:
+        console().print(pcr_table(values, title=f"PCR values replayed from {args.log}"))
+        if args.pcrs:
+            console().print(f"quirks applied: {', '.join(quirks) if quirks else 'none'}")
+    return EXIT_OK
+
+
+def _load_pcr_values_for(path: str, banks: list[str] | None) -> dict[str, dict[int, bytes]]:
+    vals = _load_pcrs(path)
+    return vals if banks is None else {b: v for b, v in vals.items() if b in banks}
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tboot_py._output import console, emit_json
+    from tboot_py.eventlog.quirks import replay_against
+
+    log = _load(args.log)
+    expected = _load_pcrs(args.pcrs)
+    report = replay_against(log, expected, quirks=() if args.no_quirks else None)
+    compared = [r for r in report.results if r.expected is not None]
+    if args.json:
+        emit_json({
+            "ok": report.ok,
+            "compared": len(compared),
+            "quirks": list(report.quirks_applied),
+            "banks_not_compared": list(report.banks_not_compared),
+            "unexplained": [{"bank": b, "pcr": p} for b, p in report.unexplained],
+            "mismatches": [
+                {
+                    "bank": r.bank,
+                    "pcr": r.pcr,
+                    "expected": r.expected.hex() if r.expected else None,
+                    "replayed": r.replayed.hex() if r.replayed else None,
+                    "events": [{"seq": e.seq, "type": e.event_type_name, "digest": (e.digest(r.bank) or b"").hex()}
+                               for e in r.events],
+                }
+                for r in report.mismatches
+            ],
+        })
+        return EXIT_OK if report.ok else EXIT_DENIED
+    c = console()
+    if report.ok:
+        c.print(f"OK: {len(compared)} PCR values match"
+                + (f" (quirks applied: {', '.join(report.quirks_applied)})" if report.quirks_applied else ""))
+        return EXIT_OK
+    if not compared:
+        c.print("MISMATCH: no PCR of the log could be compared "
+                f"(banks not compared: {', '.join(report.banks_not_compared) or 'none'})")
+        return EXIT_DENIED
+    for r in report.mismatches:
+        c.print(f"MISMATCH: PCR {r.pcr} bank {r.bank}: expected {r.expected.hex() if r.expected else '?'}, "
+                f"replayed {r.replayed.hex() if r.replayed else '(a record lacks this bank)'}")
+        for e in r.events:
+            d = e.digest(r.bank)
+            c.print(f"  extended by event {e.seq} ({e.event_type_name}) {d.hex() if d else '(no digest)'}")
+    return EXIT_DENIED
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from tboot_py._output import console, emit_json
+    from tboot_py.eventlog.checks import diff
+
+    d = diff(_load(args.a), _load(args.b))
+    if args.json:
+        emit_json({"equal": d.equal, "index": d.index, "reason": d.reason,
+                   "a": _event_json(d.a) if d.a else None, "b": _event_json(d.b) if d.b else None})
+    elif d.equal:
+        console().print("logs are equal")
+    else:
+        console().print(f"first difference at record {d.index}: {d.reason}")
+        for side, e in (("A", d.a), ("B", d.b)):
+            if e is not None:
+                console().print(f"  {side}: event {e.seq} PCR {e.pcr} {e.event_type_name} {_summary(e)}")
+    return EXIT_OK if d.equal else EXIT_DENIED
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tboot_py._output import console, emit_json
+    from tboot_py.eventlog.checks import DigestStatus, check_digests
+
+    checks = check_digests(_load(args.log))
+    bad = [c for c in checks if c.status is DigestStatus.MISMATCH]
+    if args.json:
+        emit_json({"mismatches": [jsonable(c) for c in bad],
+                   "checked": sum(c.status is DigestStatus.OK for c in checks) + len(bad)})
+    else:
+        for c in bad:
+            console().print(f"event {c.seq} PCR {c.pcr} {c.event_type}: {c.detail}")
+        console().print(f"{len(bad)} event(s) whose digest does not match their data")
+    return EXIT_DENIED if bad else EXIT_OK
+
+
+def _state(args: argparse.Namespace) -> int:
+    from tboot_py._output import console, emit_json
+    from tboot_py.eventlog.state import boot_state
+
+    st = boot_state(_load(args.log))
+    obj = jsonable(st)
+    obj["after_separator"] = {str(p): [e.seq for e in evs] for p, evs in st.after_separator}
+    if args.json:
+        emit_json(obj)
+        return EXIT_OK
+    c = console()
+    c.print(f"Secure Boot: {'unknown (not measured)' if st.secure_boot is None else 'on' if st.secure_boot else 'off'}")
+    for name, db in (("PK", st.pk), ("KEK", st.kek), ("db", st.db), ("dbx", st.dbx)):
+        if db is not None:
+            c.print(f"{name}: {len(db.certificates)} certificates, {len(db.hashes)} hashes")
+            for cert in db.certificates:
+                c.print(f"  {cert.subject}")
+    for img in st.loaded_images:
+        c.print(f"image (PCR {img.pcr}) {img.device_path or ''} sha256={img.digest('sha256') or '-'}")
+    for cmd in st.kernel_cmdlines:
+        c.print(f"cmdline: {cmd}")
+    return EXIT_OK
