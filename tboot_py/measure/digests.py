@@ -24,6 +24,11 @@ from tboot_py.measure._source import Source, open_source
 #: Read size. Large enough that per-chunk thread hand-off costs nothing measurable,
 #: small enough that two buffers keep peak RSS far below 64 MiB.
 CHUNK_SIZE = 4 * 1024 * 1024
+#: Read size when only one bank is hashed: then the main thread hashes inline, and a chunk
+#: that stays in the core's L2 cache between the read and the hash is fastest (measured:
+#: inline beats a reader/hasher thread pair, whose cross-core cache traffic costs more
+#: than the overlap gains).
+SINGLE_BANK_CHUNK = 256 * 1024
 #: Below this, a chunk is hashed inline: a thread hand-off would cost more than it saves.
 _INLINE_BELOW = 64 * 1024
 
@@ -139,18 +144,25 @@ class MultiHasher:
         self._progress = progress
         self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         self._workers = [_Worker(a, self._done) for a in self.banks]
-        self._pending = 0  # bytes dispatched to the workers but not yet acknowledged
+        # One bank: hash in the caller's thread, no worker is started.
+        self._inline = len(self._workers) == 1
         self._outstanding = False
         self._total = 0
         self._closed = False
-        for w in self._workers:
-            w.start()
+        if not self._inline:
+            for w in self._workers:
+                w.start()
 
     def __enter__(self) -> MultiHasher:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def chunk_size(self) -> int:
+        """The read size that suits this hasher (see SINGLE_BANK_CHUNK)."""
+        return SINGLE_BANK_CHUNK if self._inline else CHUNK_SIZE
 
     @property
     def total(self) -> int:
@@ -180,7 +192,7 @@ class MultiHasher:
             return
         self._wait()
         self._total += n
-        if n < _INLINE_BELOW:
+        if n < _INLINE_BELOW or self._inline:
             for w in self._workers:
                 w.h.update(view)
             if self._progress is not None:
@@ -205,15 +217,18 @@ class MultiHasher:
         except Exception:  # closing after a failure: the first error already propagates
             pass
         finally:
-            for w in self._workers:
-                w.inbox.put(None)
-            for w in self._workers:
-                w.join()
+            if not self._inline:
+                for w in self._workers:
+                    w.inbox.put(None)
+                for w in self._workers:
+                    w.join()
 
 
 def _read_chunks(src: Source, start: int, length: int | None, chunk: int = CHUNK_SIZE) -> Iterator[memoryview]:
     """Yield views of ``length`` bytes (or up to EOF when None) from ``start``, through two
     alternating buffers. A short read before ``length`` is reached raises InputError."""
+    if length is not None:
+        chunk = max(1, min(chunk, length))
     bufs = (bytearray(chunk), bytearray(chunk))
     i = 0
     off = start
@@ -257,7 +272,7 @@ def _read_stream(f: BinaryIO, chunk: int = CHUNK_SIZE) -> Iterator[memoryview]:
 def feed_ranges(h: MultiHasher, src: Source, ranges: Iterable[tuple[int, int]]) -> None:
     """Hash ``(offset, length)`` ranges of ``src``, in the order given, into ``h``."""
     for off, length in ranges:
-        for view in _read_chunks(src, off, length):
+        for view in _read_chunks(src, off, length, h.chunk_size):
             h.update(view)
 
 
@@ -274,11 +289,11 @@ def stream_digests(
                 h.update(view[off : off + CHUNK_SIZE])
         elif isinstance(src, int | Path | str):
             with open_source(src) as s:
-                for view in _read_chunks(s, 0, None):
+                for view in _read_chunks(s, 0, None, h.chunk_size):
                     h.update(view)
         elif isinstance(src, io.IOBase) or hasattr(src, "readinto") or hasattr(src, "read"):
             try:
-                for view in _read_stream(src):
+                for view in _read_stream(src, h.chunk_size):
                     h.update(view)
             except OSError as e:
                 raise InputError(f"{getattr(src, 'name', '<stream>')}: read failed: {e}") from e
