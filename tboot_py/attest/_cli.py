@@ -43,6 +43,8 @@ def register(sub: Any) -> None:
                    help="binary event log to include (repeatable), e.g. firmware=/sys/.../binary_bios_measurements")
     q.add_argument("--ek-cert", action="store_true", help="include the RSA EK certificate")
     q.add_argument("--out", required=True, metavar="FILE", help="evidence bundle (JSON); - for stdout")
+    q.add_argument("--export-tpm2-tools", metavar="DIR",
+                   help="also write quote.msg, quote.sig, quote.pcrs and ak.pem for tpm2_checkquote")
     q.set_defaults(func=_quote)
 
     a = asub.add_parser("activate", help="prove the AK and EK share a TPM (MakeCredential + ActivateCredential)")
@@ -150,6 +152,10 @@ def _quote(args: argparse.Namespace) -> int:
         ev = collect_evidence(tpm, ak, sel, nonce, logs, cert)
     finally:
         tpm.close()
+    if args.export_tpm2_tools:
+        from tboot_py.verify.tpm2_tools import export_quote
+
+        export_quote(ev, sel, Path(args.export_tpm2_tools))
     if args.out == "-":
         sys.stdout.write(ev.dumps())
     else:

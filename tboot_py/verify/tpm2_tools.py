@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from pathlib import Path
 
 from tboot_py.attest import structures as st
+from tboot_py.attest.evidence import Evidence
 from tboot_py.errors import ParseError
 
 _NUM_BANKS = 16
@@ -123,4 +125,22 @@ def read_pcrs_file(data: bytes, source: str | None = None) -> dict[str, dict[int
     return parse_pcrs_serialized(data, source)[1]
 
 
-__all__ = ["parse_pcrs_serialized", "read_pcrs_file", "write_pcrs_serialized"]
+__all__ = ["export_quote", "parse_pcrs_serialized", "read_pcrs_file", "write_pcrs_serialized"]
+
+
+def export_quote(evidence: Evidence, selection: st.PCRSelection, out: Path) -> None:
+    """Write an evidence bundle's quote as tpm2-tools files: quote.msg (TPMS_ATTEST),
+    quote.sig (TPMT_SIGNATURE), quote.pcrs (``tpm2_quote -o`` layout) and ak.pem."""
+    from cryptography.hazmat.primitives import serialization
+
+    from tboot_py.errors import InputError
+
+    if evidence.untrusted_ak_public is None:
+        raise InputError("the evidence carries no AK public area")
+    ak = st.parse_public(evidence.untrusted_ak_public, source="AK public")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quote.msg").write_bytes(evidence.untrusted_attest)
+    (out / "quote.sig").write_bytes(evidence.untrusted_signature)
+    (out / "quote.pcrs").write_bytes(write_pcrs_serialized(selection, evidence.untrusted_pcrs))
+    (out / "ak.pem").write_bytes(ak.crypto_key.public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
