@@ -43,6 +43,7 @@ case "$cmd" in
         --pcr-banks "$banks" --overwrite > "$state/setup.log" 2>&1 \
         || { cat "$state/setup.log" >&2; die "swtpm_setup failed"; }
     fi
+    echo "$port" > "$state/port"
     swtpm socket --tpm2 --daemon \
       --tpmstate dir="$state" \
       --server type=tcp,port="$port",bindaddr=127.0.0.1 \
@@ -60,6 +61,11 @@ case "$cmd" in
   stop)
     [ $# -ge 2 ] || die "usage: swtpm.sh stop STATEDIR"
     pidf="$2/swtpm.pid"
+    if [ -f "$pidf" ] && [ -f "$2/port" ]; then
+      # An orderly TPM2_Shutdown first, as an OS does at power-off: otherwise the next
+      # start counts as a power loss and quotes report clockInfo.safe = NO.
+      timeout 10 tpm2_shutdown -T "swtpm:host=127.0.0.1,port=$(cat "$2/port")" >/dev/null 2>&1 || true
+    fi
     if [ -f "$pidf" ]; then
       pid=$(cat "$pidf")
       kill "$pid" 2>/dev/null || true

@@ -29,6 +29,11 @@ def register(sub: Any) -> None:
     _add_artifact_args(p)
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=_extend)
+    register_launch(sub)
+    h = sub.add_parser("hook", help="run a launch hook: xl-create CONFIG ..., libvirt-qemu GUEST OP SUBOP ...")
+    h.add_argument("name", choices=["xl-create", "libvirt-qemu"])
+    h.add_argument("hook_args", nargs=argparse.REMAINDER)
+    h.set_defaults(func=lambda a: _hook(a))
 
 
 def artifacts_from_args(args: argparse.Namespace) -> list[Any]:
@@ -88,3 +93,120 @@ def _extend(args: argparse.Namespace) -> int:
                       lm.measurement.name if first else "", lm.measurement.kind.value if first else "", bank, hexd)
     console().print(t)
     return EXIT_OK
+
+
+def register_launch(sub: Any) -> None:
+    p = sub.add_parser("launch", help="the fail-closed launch gate: measure, extend, log, verify, policy, exec",
+                       description="Everything after -- is the launcher; {hypervisor}, {kernel}, {initrd} and "
+                                   "{cmdline} in it become the sealed, measured copies (/proc/self/fd/N).")
+    p.add_argument("--policy", type=Path, required=True, metavar="P", help="policy (TOML, JSON or signed DSSE)")
+    p.add_argument("--trust-key", type=Path, action="append", default=[], metavar="K",
+                   help="trusted policy signing key (repeatable); then unsigned policies are refused")
+    add_tpm_arg(p)
+    p.add_argument("--log", type=Path, default=None, metavar="LOG", help="event log (default STATE/tboot-py.log)")
+    p.add_argument("--state", type=Path, default=None, metavar="DIR",
+                   help="state directory: AK, default log and audit log (default /var/lib/tboot-py)")
+    p.add_argument("--audit-log", type=Path, default=None, metavar="FILE",
+                   help="hash-chained JSON-lines audit log (default STATE/audit.jsonl)")
+    p.add_argument("--ak-alg", default="rsa", choices=["rsa", "ecc", "ecc384", "rsapss"],
+                   help="AK algorithm when the gate creates its AK on first use")
+    p.add_argument("--firmware-log", type=Path, default=None, metavar="LOG",
+                   help="firmware event log: feeds boot-state rules and the replay of PCRs that boot "
+                        "loaders also extend (default with a TPM device: the kernel's binary_bios_measurements)")
+    p.add_argument("--dry-run", action="store_true", help="decide and record, but do not run the launcher")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    _add_artifact_args(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- LAUNCH_CMD...")
+    p.set_defaults(func=_launch)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from tboot_py.errors import InputError
+    from tboot_py.launch.gate import DEFAULT_STATE, GateRequest, exec_launcher, launcher_argv, run_gate
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command and not args.dry_run:
+        raise InputError("no launch command: give one after --, or use --dry-run")
+    if args.pcr_map == "tboot" and args.pcr is not None:
+        raise InputError("--pcr and --pcr-map tboot exclude each other")
+    # Check the placeholders before anything is measured or extended.
+    given = [c for c in ("hypervisor", "kernel", "initrd") if getattr(args, c) is not None]
+    launcher_argv(command, [_Placeholder(c) for c in given], args.cmdline)
+    firmware_log = args.firmware_log
+    if firmware_log is None and _is_device(args.tpm):
+        from tboot_py.eventlog import DEFAULT_LOG_PATH
+
+        if Path(DEFAULT_LOG_PATH).exists():
+            firmware_log = Path(DEFAULT_LOG_PATH)
+    req = GateRequest(
+        policy=args.policy, tpm=args.tpm, hypervisor=args.hypervisor, kernel=args.kernel, initrd=args.initrd,
+        cmdline=args.cmdline, hypervisor_cmdline=args.hypervisor_cmdline, trust_keys=tuple(args.trust_key),
+        log=args.log, state=args.state or DEFAULT_STATE, audit_log=args.audit_log, pcr_map=args.pcr_map,
+        pcr=args.pcr, ak_alg=args.ak_alg, firmware_log=firmware_log, dry_run=args.dry_run,
+        command=tuple(command),
+    )
+    result = run_gate(req)
+    _report(args, result)
+    if not result.allowed:
+        return result.exit_code
+    if args.dry_run:
+        for c in result.copies:
+            c.close()
+        return EXIT_OK
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exec_launcher(command, result.copies, args.cmdline)
+    return EXIT_OK  # not reached
+
+
+def _is_device(tpm: str) -> bool:
+    return tpm.startswith(("/", "device:"))
+
+
+class _Placeholder:
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.path = f"/proc/self/fd/<{component}>"
+
+
+def _report(args: argparse.Namespace, result: Any) -> None:
+    import sys
+
+    from rich.table import Table
+
+    from tboot_py._output import console, emit_json
+
+    if args.json:
+        emit_json({
+            "allowed": result.allowed, "exit_code": result.exit_code, "reasons": list(result.reasons),
+            "verdict": result.verdict.as_json() if result.verdict is not None else None,
+            "measurements": [m.to_json() for m in result.measurements],
+            "audit": {"hash": result.audit.get("hash")} if result.audit else None,
+        })
+        return
+    con = console(stderr=True)
+    if result.verdict is not None:
+        t = Table(title="Policy checks")
+        for col in ("rule", "result", "detail"):
+            t.add_column(col, overflow="fold")
+        for r in result.verdict.reasons:
+            t.add_row(r.rule, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.message)
+        con.print(t)
+    if result.allowed:
+        con.print(f"[bold green]ALLOWED[/]: {'; '.join(result.reasons)}")
+    else:
+        con.print(f"[bold red]DENIED[/] (exit {result.exit_code}):")
+        sys.stderr.flush()
+        for r in result.reasons:  # plain lines: reasons carry digests that must not wrap
+            print(f"  - {r}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _hook(args: argparse.Namespace) -> int:
+    from tboot_py.launch.hooks.run import main_hook
+
+    return main_hook(args.name, args.hook_args)

@@ -38,6 +38,11 @@ class TPM(Protocol):
         """Extend one measurement into ``pcr``. ``digests`` must cover every active bank."""
         ...
 
+    def boot_counters(self) -> tuple[int, int]:
+        """(resetCount, restartCount) from TPM2_ReadClock (TPM 2.0 Part 2, 10.11.1): they
+        change whenever the PCRs are reset, so they name the current boot's PCR state."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -128,6 +128,11 @@ class EsapiTPM:
                 if locality:
                     self.esapi.tcti.set_locality(0)
 
+    def boot_counters(self) -> tuple[int, int]:
+        with tss_errors("TPM2_ReadClock"):
+            info = self.esapi.read_clock()
+        return int(info.clockInfo.resetCount), int(info.clockInfo.restartCount)
+
     def close(self) -> None:
         esapi, self.esapi = self.esapi, None
         if esapi is not None:

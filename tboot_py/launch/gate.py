@@ -1,0 +1,321 @@
+"""The fail-closed launch gate: measure -> extend -> log -> quote -> verify -> policy -> exec.
+
+The gate
+
+1. loads the policy (signed, when trust keys are configured), so a bad policy stops it
+   before anything is touched;
+2. copies each artifact once into a sealed memfd (:mod:`tboot_py.launch.sealed`) and
+   measures that copy, so the bytes measured are the bytes launched;
+3. extends the measurements into the TPM and appends them to the event log;
+4. quotes the PCRs the log extends with its persistent AK and a fresh nonce, verifies its
+   own quote, and replays the log against the verified PCRs;
+5. evaluates the policy against the measurements and the verified PCRs;
+6. appends the decision, allow or deny, with its reasons to the hash-chained audit log;
+7. only then, if allowed and not a dry run, execs the launcher with the sealed copies as
+   ``/proc/self/fd/N`` (placeholders ``{hypervisor}``, ``{kernel}``, ``{initrd}``,
+   ``{cmdline}`` in the command, and ``TBOOT_PY_<COMPONENT>`` in its environment).
+
+Any exception on the way denies; nothing after it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tboot_py.errors import EXIT_DENIED, EXIT_OK, Error, InputError, VerificationError
+
+DEFAULT_STATE = Path("/var/lib/tboot-py")
+PLACEHOLDERS = ("hypervisor", "kernel", "initrd", "cmdline")
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    policy: Path
+    tpm: str
+    hypervisor: Path | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str | None = None
+    hypervisor_cmdline: str | None = None
+    trust_keys: tuple[Path, ...] = ()
+    log: Path | None = None
+    state: Path = DEFAULT_STATE
+    audit_log: Path | None = None
+    pcr_map: str = "default"
+    pcr: int | None = None
+    ak_alg: str = "rsa"
+    firmware_log: Path | None = None
+    dry_run: bool = False
+    command: tuple[str, ...] = ()
+
+    def log_path_for(self, boot: tuple[int, int]) -> Path:
+        """The event log: ``--log``, or one per TPM boot in the state directory. PCRs start
+        over when the TPM resets or restarts, so a log from an earlier boot can never replay;
+        keying the default log by (resetCount, restartCount) starts a fresh one each boot."""
+        if self.log is not None:
+            return self.log
+        return self.state / "logs" / f"tboot-py.reset{boot[0]}.restart{boot[1]}.log"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_log if self.audit_log is not None else self.state / "audit.jsonl"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The decision. ``exit_code`` follows the CLI's convention (0, 1, 2, 3)."""
+
+    allowed: bool
+    exit_code: int
+    reasons: tuple[str, ...]
+    verdict: Any = None  # tboot_py.policy Verdict, when policy evaluation was reached
+    measurements: tuple[Any, ...] = ()
+    audit: Mapping[str, Any] = field(default_factory=dict)
+    copies: tuple[Any, ...] = ()
+
+    def __bool__(self) -> bool:
+        raise TypeError("read GateResult.allowed")
+
+
+def _artifacts(req: GateRequest, copies: Mapping[str, Any]) -> list[Any]:
+    from tboot_py.launch.builder import Artifact
+
+    tboot = req.pcr_map == "tboot"
+    out: list[Artifact] = []
+    if "hypervisor" in copies:
+        out.append(Artifact("hypervisor", copies["hypervisor"].fd, copies["hypervisor"].origin.name,
+                            cmdline=req.hypervisor_cmdline if tboot else None))
+    if "kernel" in copies:
+        out.append(Artifact("kernel", copies["kernel"].fd, copies["kernel"].origin.name,
+                            cmdline=req.cmdline if tboot else None))
+    if "initrd" in copies:
+        out.append(Artifact("initrd", copies["initrd"].fd, copies["initrd"].origin.name))
+    if not tboot:
+        if req.cmdline is not None:
+            out.append(Artifact("cmdline", None, "cmdline", cmdline=req.cmdline))
+        if req.hypervisor_cmdline is not None:
+            out.append(Artifact("cmdline", None, "hypervisor-cmdline", cmdline=req.hypervisor_cmdline))
+    return out
+
+
+def _selection_for(log: Any, banks: Sequence[Any]) -> Any:
+    from tboot_py.attest.structures import PCRSelection
+
+    pcrs = log.pcrs()
+    if not pcrs:
+        raise VerificationError("the event log extends no PCR")
+    return PCRSelection.of([(b.name, pcrs) for b in banks])
+
+
+def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes) -> Any:
+    """Quote the PCRs the log extends and verify the quote and the replay. Returns VerifiedPCRs."""
+    from tboot_py.attest.evidence import EventLogBlob
+    from tboot_py.attest.keys import load_or_create_ak
+    from tboot_py.attest.quote import collect_evidence
+    from tboot_py.eventlog import parse_log
+    from tboot_py.verify.quote import verify_quote
+
+    untrusted_log = parse_log(log_bytes, source=str(log_path))
+    ak = load_or_create_ak(tpm, req.state, alg=req.ak_alg)
+    selection = _selection_for(untrusted_log, tpm.banks())
+    nonce = secrets.token_bytes(32)
+    evidence = collect_evidence(tpm, ak, selection, nonce, event_logs=[EventLogBlob("tboot-py", log_bytes)])
+    verified = verify_quote(evidence, ak.public.raw, nonce, expected_selection=selection)
+    check_replay(_with_firmware_prefix(untrusted_log, req.firmware_log), verified.pcrs)
+    return verified
+
+
+def _with_firmware_prefix(untrusted_log: Any, firmware_log: Path | None) -> Any:
+    """The tboot-py log preceded by the firmware log's events for the same PCRs.
+
+    Boot loaders also extend PCR 9 (the default) before the OS runs; their events are in
+    the firmware log, so the replay starts from them. Any bank the firmware log lacks makes
+    the replay incomplete, which denies.
+    """
+    if firmware_log is None:
+        return untrusted_log
+    import dataclasses
+
+    from tboot_py.eventlog import read_log
+
+    pcrs = set(untrusted_log.pcrs())
+    untrusted_fw = read_log(firmware_log)
+    prefix = tuple(e for e in untrusted_fw.events if e.extends and e.pcr in pcrs)
+    return dataclasses.replace(untrusted_log, events=prefix + tuple(untrusted_log.events))
+
+
+def check_replay(untrusted_log: Any, verified_pcrs: Mapping[str, Mapping[int, bytes]]) -> None:
+    """The log must replay to the verified PCRs in every quoted bank; name the divergence."""
+    from tboot_py.eventlog import replay
+
+    replayed = replay(untrusted_log)
+    for bank, regs in verified_pcrs.items():
+        got = replayed.get(bank)
+        if got is None:
+            raise VerificationError(f"the event log carries no {bank} bank, which the quote covers")
+        for pcr, value in regs.items():
+            if got.get(pcr) != value:
+                events = [e for e in untrusted_log.events if e.pcr == pcr and e.extends]
+                last = events[-1] if events else None
+                where = f"; last event #{last.seq} at offset {last.offset}" if last else ""
+                raise VerificationError(
+                    f"event log does not replay to the quoted PCR {pcr} ({bank}): log gives "
+                    f"{(got.get(pcr) or b'').hex() or 'nothing'}, TPM quoted {value.hex()}{where}")
+
+
+def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verified: Any,
+                   firmware_log: Path | None) -> Any:
+    from tboot_py.policy.inputs import Inputs, measured
+
+    ms = tuple(measured(m, component=c) for m, c in zip(measurements, components, strict=True))
+    boot = None
+    events = None
+    if firmware_log is not None:
+        # The firmware log is untrusted: it only feeds boot-state rules, and PCR rules still
+        # read the verified quote. (A remote verifier replays it against a quote as well.)
+        from tboot_py.eventlog import read_log
+        from tboot_py.policy.derive import boot_facts, firmware_events
+
+        untrusted_fw = read_log(firmware_log)
+        events = firmware_events(untrusted_fw)
+        boot = boot_facts(untrusted_fw)
+    return Inputs(measurements=ms, pcrs=verified.pcrs, boot=boot, events=events)
+
+
+def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,
+           measurements: Sequence[Any], verdict: Any, log_path: Path | None) -> dict[str, Any]:
+    from tboot_py.audit.records import append_record
+
+    policy_sha = None
+    with contextlib.suppress(OSError):
+        policy_sha = hashlib.sha256(req.policy.read_bytes()).hexdigest()
+    record = {
+        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "decision": "allow" if allowed else "deny",
+        "exit_code": exit_code,
+        "dry_run": req.dry_run,
+        "policy": str(req.policy),
+        "policy_sha256": policy_sha,
+        "tpm": req.tpm,
+        "log": str(log_path) if log_path is not None else None,
+        "reasons": list(reasons),
+        "verdict": verdict.as_json() if verdict is not None else None,
+        "measurements": [m.to_json() for m in measurements],
+        "command": list(req.command),
+    }
+    return append_record(req.audit_path, record)
+
+
+def run_gate(req: GateRequest) -> GateResult:
+    """Run every stage; returns the decision (never raises for a denial). The caller execs."""
+    from tboot_py.launch.sealed import seal_copy
+
+    copies: dict[str, Any] = {}
+    measurements: list[Any] = []
+    used_log: list[Path] = []
+    verdict = None
+    try:
+        from tboot_py.policy.io import load_policy
+
+        policy = load_policy(req.policy, list(req.trust_keys) or None)
+        for comp in ("hypervisor", "kernel", "initrd"):
+            path = getattr(req, comp)
+            if path is not None:
+                copies[comp] = seal_copy(comp, path)
+        if not copies:
+            raise InputError("nothing to launch: give --hypervisor, --kernel or --initrd")
+        artifacts = _artifacts(req, copies)
+        verified, logged = _measure_extend_verify(req, artifacts, used_log)
+        measurements = [lm.measurement for lm in logged]
+        from tboot_py.policy.engine import evaluate
+
+        inputs = _policy_inputs(measurements, [lm.component for lm in logged], verified, req.firmware_log)
+        verdict = evaluate(policy, inputs)
+        reasons = tuple(r.message for r in verdict.failures) or ("policy satisfied",)
+        code = EXIT_OK if verdict.allowed else EXIT_DENIED
+        result = GateResult(verdict.allowed, code, reasons, verdict, tuple(measurements))
+    except Error as e:
+        result = GateResult(False, e.exit_code, (e.diagnostics(),), verdict, tuple(measurements))
+    except Exception as e:  # fail closed on anything unexpected
+        result = GateResult(False, 3, (f"internal error: {type(e).__name__}: {e}",), verdict, tuple(measurements))
+    try:
+        record = _audit(req, result.allowed, result.reasons, result.exit_code, result.measurements, verdict,
+                        used_log[0] if used_log else None)
+    except Error as e:
+        for c in copies.values():
+            c.close()
+        return GateResult(False, e.exit_code, (*result.reasons, f"audit log: {e.diagnostics()}"), verdict,
+                          result.measurements)
+    except OSError as e:
+        for c in copies.values():
+            c.close()
+        return GateResult(False, 3, (*result.reasons, f"audit log: {e}"), verdict, result.measurements)
+    if not result.allowed:
+        for c in copies.values():
+            c.close()
+        return GateResult(False, result.exit_code, result.reasons, verdict, result.measurements, record)
+    return GateResult(True, EXIT_OK, result.reasons, verdict, result.measurements, record,
+                      tuple(copies.values()))
+
+
+def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any], used_log: list[Path]) -> tuple[Any, list[Any]]:
+    from tboot_py.launch.builder import extend_and_log
+    from tboot_py.tpm import open_tpm
+
+    tpm = open_tpm(req.tpm)
+    try:
+        log_path = req.log_path_for(tpm.boot_counters())
+        used_log.append(log_path)
+        try:
+            req.state.mkdir(parents=True, exist_ok=True)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create {log_path.parent}: {e.strerror}") from e
+        logged = extend_and_log(tpm, log_path, artifacts, mapping=req.pcr_map, pcr=req.pcr)
+        try:
+            log_bytes = log_path.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read back the event log {log_path}: {e.strerror}") from e
+        verified = _verify_own_quote(tpm, req, log_path, log_bytes)
+    finally:
+        tpm.close()
+    return verified, logged
+
+
+def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | None) -> list[str]:
+    """Substitute ``{hypervisor}``, ``{kernel}``, ``{initrd}`` and ``{cmdline}`` in the command."""
+    values = {c.component: c.path for c in copies}
+    values["cmdline"] = cmdline or ""
+    out = []
+    for arg in command:
+        for key in PLACEHOLDERS:
+            token = "{" + key + "}"
+            if token in arg:
+                if key not in values:
+                    raise InputError(f"the launch command uses {token} but no {key} was given")
+                arg = arg.replace(token, values[key])
+        out.append(arg)
+    return out
+
+
+def exec_launcher(command: Sequence[str], copies: Sequence[Any], cmdline: str | None) -> None:
+    """Replace this process with the launcher; the sealed copies stay open for it."""
+    if not command:
+        raise InputError("no launch command given (put it after --)")
+    argv = launcher_argv(command, copies, cmdline)
+    env = dict(os.environ)
+    for c in copies:
+        os.set_inheritable(c.fd, True)
+        env[f"TBOOT_PY_{c.component.upper()}"] = c.path
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        raise InputError(f"cannot run launcher {argv[0]!r}: {e.strerror}") from e

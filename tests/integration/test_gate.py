@@ -1,0 +1,256 @@
+"""The launch gate against a real swtpm: it allows what policy allows, launches exactly the
+bytes it measured, and denies (never running the launcher) on every failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tboot_py.audit.records import verify_chain
+from tboot_py.tpm.swtpm import Swtpm
+from tests.conftest import CliResult, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Setup:
+    tpm: Swtpm
+    dir: Path
+    kernel: Path
+    initrd: Path
+    policy: Path  # signed
+    key: Path
+    pub: Path
+    state: Path
+    marker: Path  # the launcher writes here
+
+    def launch(self, *extra: str, policy: Path | None = None, trust: bool = True, kernel: Path | None = None,
+               launcher: list[str] | None = None, in_process: bool = False) -> CliResult:
+        """Run the gate as a real process (it execs the launcher), or in-process with --dry-run."""
+        argv = ["launch", "--policy", str(policy or self.policy), "--tpm", self.tpm.tcti, "--state", str(self.state),
+                "--kernel", str(kernel or self.kernel), "--initrd", str(self.initrd), "--cmdline", "console=hvc0"]
+        if trust:
+            argv += ["--trust-key", str(self.pub)]
+        argv += list(extra)
+        cmd = launcher or ["sh", "-c", f'sha256sum "$TBOOT_PY_KERNEL" {{initrd}} > {self.marker}']
+        if in_process:
+            return run_cli(*argv, "--dry-run")
+        p = subprocess.run([sys.executable, "-m", "tboot_py", *argv, "--", *cmd], capture_output=True, text=True,
+                           timeout=120, check=False)
+        return CliResult(p.returncode, p.stdout, p.stderr)
+
+    def launched(self) -> bool:
+        return self.marker.exists()
+
+
+def _ok(r: CliResult) -> CliResult:
+    assert r.rc == 0, r.err
+    return r
+
+
+@pytest.fixture
+def gate(swtpm: Swtpm, tmp_path: Path) -> Iterator[Setup]:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"a kernel image " * 4096)
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(bytes(range(256)) * 512)
+    plain = tmp_path / "policy.toml"
+    _ok(run_cli("policy", "init", str(plain)))
+    _ok(run_cli("policy", "add", str(plain), "--component", "kernel", "--file", str(kernel), "--label", "k1"))
+    _ok(run_cli("policy", "add", str(plain), "--component", "initrd", "--file", str(initrd), "--label", "i1"))
+    _ok(run_cli("policy", "add", str(plain), "--component", "cmdline", "--cmdline", "console=hvc0"))
+    key = tmp_path / "policy.key"
+    _ok(run_cli("policy", "keygen", "-o", str(key)))
+    signed = tmp_path / "policy.signed.json"
+    _ok(run_cli("policy", "sign", str(plain), "--key", str(key), "-o", str(signed)))
+    yield Setup(swtpm, tmp_path, kernel, initrd, signed, key, Path(str(key) + ".pub"), tmp_path / "state",
+                tmp_path / "launched")
+
+
+def _audit(s: Setup) -> list[dict[str, object]]:
+    path = s.state / "audit.jsonl"
+    verify_chain(path)
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_allowed_launch_runs_the_measured_bytes(gate: Setup) -> None:
+    r = gate.launch()
+    assert r.rc == 0, r.err
+    assert gate.launched()
+    lines = gate.marker.read_text().split()
+    assert lines[0] == hashlib.sha256(gate.kernel.read_bytes()).hexdigest()
+    assert lines[2] == hashlib.sha256(gate.initrd.read_bytes()).hexdigest()
+    assert lines[1].startswith("/proc/self/fd/") and lines[3].startswith("/proc/self/fd/")
+    rec = _audit(gate)[-1]
+    assert rec["decision"] == "allow"
+    # A second launch in the same boot appends to the same log and still verifies.
+    gate.marker.unlink()
+    assert gate.launch().rc == 0 and gate.launched()
+    assert [x["decision"] for x in _audit(gate)] == ["allow", "allow"]
+
+
+def test_toctou_replacing_the_file_after_measurement_changes_nothing(gate: Setup) -> None:
+    original = hashlib.sha256(gate.kernel.read_bytes()).hexdigest()
+    # The launcher runs after measurement: it swaps the file the user named for another,
+    # then hashes what it was handed. It must still get the measured bytes.
+    script = (f'printf evil > {gate.kernel}; sha256sum {gate.kernel} "$TBOOT_PY_KERNEL" > {gate.marker}')
+    r = gate.launch(launcher=["sh", "-c", script])
+    assert r.rc == 0, r.err
+    first, _, handed, _ = gate.marker.read_text().split()
+    assert first == hashlib.sha256(b"evil").hexdigest()
+    assert handed == original
+
+
+def test_tampered_initrd_is_refused_with_the_digests(gate: Setup) -> None:
+    good_bytes = gate.initrd.read_bytes()
+    data = bytearray(good_bytes)
+    data[1000] ^= 0x01
+    gate.initrd.write_bytes(bytes(data))
+    r = gate.launch("--json")
+    assert r.rc == 1
+    assert not gate.launched()
+    out = json.loads(r.out)
+    assert out["allowed"] is False
+    failed = [x for x in out["verdict"]["reasons"] if not x["passed"] and x.get("component") == "initrd"]
+    assert failed, out
+    reason = failed[0]
+    bank = reason["bank"]
+    assert reason["actual"] == hashlib.new(bank, bytes(data)).hexdigest()
+    assert any(e.startswith(hashlib.new(bank, good_bytes).hexdigest()) for e in reason["expected"])
+    assert _audit(gate)[-1]["decision"] == "deny"
+
+
+def _sabotage_policy(s: Setup, how: str) -> Path:
+    p = s.dir / f"bad-{how}.json"
+    if how == "unreadable":
+        return s.dir / "missing-policy.json"
+    if how == "invalid":
+        p.write_text('{"version": 1, "rules": [{"type": "reference", "component": "kernel"}]}')
+    elif how == "bad-signature":
+        env = json.loads(s.policy.read_text())
+        sig = bytearray(env["signatures"][0]["sig"].encode())
+        sig[5] = ord("A") if sig[5] != ord("A") else ord("B")
+        env["signatures"][0]["sig"] = sig.decode()
+        p.write_text(json.dumps(env))
+    elif how == "tampered-payload":
+        import base64
+        env = json.loads(s.policy.read_text())
+        doc = json.loads(base64.b64decode(env["payload"]))
+        doc["mode"] = "nonfatal"
+        env["payload"] = base64.b64encode(json.dumps(doc).encode()).decode()
+        p.write_text(json.dumps(env))
+    elif how == "unsigned":
+        p = s.dir / "policy.toml"
+    return p
+
+
+@pytest.mark.parametrize(
+    ("how", "code"),
+    [("unreadable", 2), ("invalid", 2), ("unsigned", 1), ("bad-signature", 1), ("tampered-payload", 1)],
+)
+def test_bad_policy_denies(gate: Setup, how: str, code: int) -> None:
+    # An invalid policy is an input error when no trust key is configured (with one, it is
+    # first of all unsigned, which is a verification failure).
+    r = gate.launch(policy=_sabotage_policy(gate, how), trust=how != "invalid")
+    assert r.rc == code, (r.rc, r.err)
+    assert not gate.launched()
+    assert "Traceback" not in r.err
+    assert _audit(gate)[-1]["decision"] == "deny"
+
+
+def test_wrong_trust_key_denies(gate: Setup) -> None:
+    other = gate.dir / "other.key"
+    _ok(run_cli("policy", "keygen", "--type", "ecdsa-p256", "-o", str(other)))
+    r = run_cli("launch", "--policy", str(gate.policy), "--trust-key", str(other) + ".pub", "--tpm", gate.tpm.tcti,
+                "--state", str(gate.state), "--kernel", str(gate.kernel), "--dry-run")
+    assert "signature" in r.err
+    assert r.rc == 1, r.err
+    # Rotation: with both keys trusted the same policy is accepted.
+    r2 = gate.launch("--trust-key", str(other) + ".pub")
+    assert r2.rc == 0, r2.err
+
+
+def test_missing_artifact_denies(gate: Setup) -> None:
+    r = gate.launch(kernel=gate.dir / "nope")
+    assert r.rc == 2 and not gate.launched()
+    assert "nope" in r.err
+
+
+def test_unavailable_tpm_denies(gate: Setup) -> None:
+    gate.tpm.stop()
+    r = gate.launch()
+    assert r.rc == 2 and not gate.launched()
+    assert _audit(gate)[-1]["decision"] == "deny"
+
+
+def test_tpm_failing_midway_denies(gate: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tboot_py.errors import TPMError
+    from tboot_py.tpm._esapi import EsapiTPM
+
+    real = EsapiTPM.extend
+    calls = []
+
+    def flaky(self: EsapiTPM, pcr: int, digests: dict[str, bytes]) -> None:
+        calls.append(pcr)
+        if len(calls) == 2:
+            raise TPMError("injected: TPM stopped answering", rc=0x101)
+        real(self, pcr, digests)
+
+    monkeypatch.setattr(EsapiTPM, "extend", flaky)
+    r = gate.launch(in_process=True)
+    assert r.rc == 3 and not gate.launched()
+    assert "injected" in r.err
+
+
+def test_corrupted_log_denies(gate: Setup) -> None:
+    log = gate.dir / "log.bin"
+    assert gate.launch("--log", str(log)).rc == 0
+    gate.marker.unlink()
+    log.write_bytes(log.read_bytes()[:-3])
+    r = gate.launch("--log", str(log))
+    assert r.rc == 2 and not gate.launched()
+    assert "offset" in r.err
+
+
+def test_pcr_extended_behind_the_logs_back_denies(gate: Setup) -> None:
+    assert gate.launch().rc == 0
+    gate.marker.unlink()
+    subprocess.run(["tpm2_pcrextend", "-T", gate.tpm.tcti, "9:sha256=" + "11" * 32 + ",sha1=" + "22" * 20
+                    + ",sha384=" + "33" * 48], check=True, capture_output=True)
+    r = gate.launch()
+    assert r.rc == 1 and not gate.launched()
+    assert "does not replay" in r.err and "PCR 9" in r.err
+
+
+def test_expired_reference_value_denies(gate: Setup) -> None:
+    plain = gate.dir / "expired.toml"
+    _ok(run_cli("policy", "init", str(plain)))
+    _ok(run_cli("policy", "add", str(plain), "--component", "kernel", "--file", str(gate.kernel),
+                "--label", "old", "--expires", "2020-01-01"))
+    r = gate.launch(policy=plain, trust=False)
+    assert r.rc == 1 and not gate.launched()
+    assert "expired" in r.err
+
+
+def test_nonfatal_mode_allows_and_records(gate: Setup) -> None:
+    plain = gate.dir / "audit-only.toml"
+    _ok(run_cli("policy", "init", str(plain), "--mode", "nonfatal"))
+    _ok(run_cli("policy", "add", str(plain), "--component", "kernel", "--file", str(gate.initrd), "--label", "wrong"))
+    r = gate.launch(policy=plain, trust=False)
+    assert r.rc == 0 and gate.launched()
+    rec = _audit(gate)[-1]
+    assert rec["decision"] == "allow"
+    assert any(not x["passed"] for x in rec["verdict"]["reasons"])  # type: ignore[index, union-attr]
+
+
+def test_dry_run_decides_without_launching(gate: Setup) -> None:
+    r = gate.launch("--dry-run")
+    assert r.rc == 0 and not gate.launched()
