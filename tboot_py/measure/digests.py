@@ -134,24 +134,24 @@ class _Worker(threading.Thread):
 class MultiHasher:
     """Feed chunks once, get every bank's digest. Used as a context manager.
 
-    ``update(view)`` may return before the banks have consumed ``view``; the caller may
-    reuse the memory behind a view only after the *next* ``update`` (or ``finish``) returns.
-    That is exactly the double-buffering contract of :func:`_read_chunks`.
+    The caller's thread hashes the first bank itself; every further bank has a thread of
+    its own. ``update(view)`` may return before those threads have consumed ``view``: the
+    caller may reuse the memory behind a view only after the *next* ``update`` (or
+    ``finish``) returns. That is exactly the double-buffering contract of ``_read_chunks``.
     """
 
     def __init__(self, banks: Sequence[HashAlg | str], progress: Progress | None = None) -> None:
         self.banks = resolve_banks(banks)
         self._progress = progress
         self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-        self._workers = [_Worker(a, self._done) for a in self.banks]
-        # One bank: hash in the caller's thread, no worker is started.
-        self._inline = len(self._workers) == 1
+        self._states = [_Worker(a, self._done) for a in self.banks]
+        # The first bank is hashed in the caller's thread, which also reads: no hand-off.
+        self._threads = self._states[1:]
         self._outstanding = False
         self._total = 0
         self._closed = False
-        if not self._inline:
-            for w in self._workers:
-                w.start()
+        for w in self._threads:
+            w.start()
 
     def __enter__(self) -> MultiHasher:
         return self
@@ -162,7 +162,7 @@ class MultiHasher:
     @property
     def chunk_size(self) -> int:
         """The read size that suits this hasher (see SINGLE_BANK_CHUNK)."""
-        return SINGLE_BANK_CHUNK if self._inline else CHUNK_SIZE
+        return CHUNK_SIZE if self._threads else SINGLE_BANK_CHUNK
 
     @property
     def total(self) -> int:
@@ -173,13 +173,11 @@ class MultiHasher:
         if not self._outstanding:
             return
         first: BaseException | None = None
-        for _ in self._workers:
+        for _ in self._threads:
             r = self._done.get()
             if r is not None and first is None:
                 first = r
         self._outstanding = False
-        if self._progress is not None:
-            self._progress(self._total)
         if first is not None:
             raise first
 
@@ -191,20 +189,21 @@ class MultiHasher:
         if n == 0:
             return
         self._wait()
-        self._total += n
-        if n < _INLINE_BELOW or self._inline:
-            for w in self._workers:
+        if n < _INLINE_BELOW:
+            for w in self._states:
                 w.h.update(view)
-            if self._progress is not None:
-                self._progress(self._total)
-            return
-        for w in self._workers:
-            w.inbox.put(view)
-        self._outstanding = True
+        else:
+            for w in self._threads:
+                w.inbox.put(view)
+            self._outstanding = bool(self._threads)
+            self._states[0].h.update(view)
+        self._total += n
+        if self._progress is not None:
+            self._progress(self._total)
 
     def finish(self) -> DigestSet:
         self._wait()
-        out = DigestSet(tuple((w.alg, bytes(w.h.digest())) for w in self._workers))
+        out = DigestSet(tuple((w.alg, bytes(w.h.digest())) for w in self._states))
         self.close()
         return out
 
@@ -217,11 +216,10 @@ class MultiHasher:
         except Exception:  # closing after a failure: the first error already propagates
             pass
         finally:
-            if not self._inline:
-                for w in self._workers:
-                    w.inbox.put(None)
-                for w in self._workers:
-                    w.join()
+            for w in self._threads:
+                w.inbox.put(None)
+            for w in self._threads:
+                w.join()
 
 
 def _read_chunks(src: Source, start: int, length: int | None, chunk: int = CHUNK_SIZE) -> Iterator[memoryview]:
