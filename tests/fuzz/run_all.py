@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Coverage-guided fuzzing (atheris) of the event-log parsers, bounded in time.
+
+    tests/fuzz/run_all.py --seconds 60            # every target, the time split between them
+    tests/fuzz/run_all.py --target parse_log --seconds 30
+
+Each target runs in its own process under libFuzzer. A target fails on any exception other
+than ParseError (the only exception a parser may raise) and on any exception from the code
+that consumes a parsed log (replay, decoders, boot state, digest checks). Seeds come from the
+real logs in ../shared/corpus; new inputs go to a temporary directory, never to the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO.parent / "shared" / "corpus" / "logs"
+TARGETS = ("parse_log", "ima", "cel")
+
+
+def _target(name: str) -> object:
+    import atheris
+
+    with atheris.instrument_imports():
+        from tboot_py.errors import ParseError
+        from tboot_py.eventlog import parse_log, replay
+        from tboot_py.eventlog.cel import from_cel
+        from tboot_py.eventlog.checks import check_digests
+        from tboot_py.eventlog.ima import parse_ima
+        from tboot_py.eventlog.state import boot_state
+
+    def consume(log: object) -> None:
+        replay(log)  # type: ignore[arg-type]
+        boot_state(log)  # type: ignore[arg-type]
+        check_digests(log)  # type: ignore[arg-type]
+        for e in log.events:  # type: ignore[attr-defined]
+            e.decode()
+
+    def fuzz_parse(data: bytes) -> None:
+        try:
+            log = parse_log(data)
+        except ParseError:
+            return
+        consume(log)
+
+    def fuzz_ima(data: bytes) -> None:
+        try:
+            parse_ima(data)
+        except ParseError:
+            return
+
+    def fuzz_cel(data: bytes) -> None:
+        try:
+            log = from_cel(data)
+        except ParseError:
+            return
+        consume(log)
+
+    return {"parse_log": fuzz_parse, "ima": fuzz_ima, "cel": fuzz_cel}[name]
+
+
+def _seeds(name: str, directory: Path) -> None:
+    import json
+
+    sys.path.insert(0, str(REPO))
+    from tboot_py.eventlog import read_log
+    from tboot_py.eventlog.cel import to_cel
+
+    for p in sorted(CORPUS.glob("*.bin"))[:20]:
+        if name == "parse_log":
+            (directory / p.name).write_bytes(p.read_bytes())
+        elif name == "cel":
+            (directory / (p.stem + ".json")).write_text(json.dumps(to_cel(read_log(p)))[:20000])
+    if name == "ima":
+        h = "00" * 20
+        (directory / "ascii").write_text(f"10 {h} ima-ng sha256:{'00' * 32} /init\n10 {h} ima {h} /bin/sh\n")
+
+
+def run_one(name: str, seconds: int) -> int:
+    with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as tmp:
+        work = Path(tmp) / "corpus"
+        seeds = Path(tmp) / "seeds"
+        work.mkdir()
+        seeds.mkdir()
+        _seeds(name, seeds)
+        cmd = [sys.executable, __file__, "--child", name, f"-max_total_time={seconds}", "-rss_limit_mb=1024",
+               "-max_len=65536", f"-artifact_prefix={tmp}/", "-print_final_stats=1", str(work), str(seeds)]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        r = subprocess.run(cmd, env=env, check=False)
+        if r.returncode != 0:
+            for crash in Path(tmp).glob("crash-*"):
+                dest = REPO / ".state" / "fuzz" / f"{name}-{crash.name}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(crash.read_bytes())
+                print(f"fuzz {name}: crashing input saved to {dest}", file=sys.stderr)
+        return r.returncode
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        import atheris
+
+        name = sys.argv[2]
+        atheris.Setup([sys.argv[0], *sys.argv[3:]], _target(name))  # type: ignore[arg-type]
+        atheris.Fuzz()
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--seconds", type=int, default=60, help="total time budget")
+    ap.add_argument("--target", choices=TARGETS, action="append", help="run only this target (repeatable)")
+    args = ap.parse_args()
+    targets = args.target or list(TARGETS)
+    per = max(5, args.seconds // len(targets))
+    failed = [t for t in targets if run_one(t, per) != 0]
+    if failed:
+        print(f"fuzz: FAILED targets: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"fuzz: {', '.join(targets)} ran {per} s each without failures", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
