@@ -65,8 +65,12 @@ def _check_regular(fd: int, name: str) -> int:
 
 
 @contextmanager
-def open_source(src: PathLike | int) -> Iterator[Source]:
-    """Open a path (read-only, close-on-exec) or wrap a caller's fd (never closed here)."""
+def open_source(src: PathLike | int | Source) -> Iterator[Source]:
+    """Open a path (read-only, close-on-exec) or wrap a caller's fd (never closed here).
+    An already open Source is passed through (its size is taken again: it may have changed)."""
+    if isinstance(src, Source):
+        yield Source(src.fd, _check_regular(src.fd, src.name), src.name)
+        return
     if isinstance(src, bool):  # bool is an int; refuse it rather than read fd 0/1
         raise InputError("a file path or an open file descriptor is required")
     if isinstance(src, int):
@@ -98,6 +102,8 @@ def open_source(src: PathLike | int) -> Iterator[Source]:
 
 
 def source_name(src: object) -> str:
+    if isinstance(src, Source):
+        return src.name
     if isinstance(src, int) and not isinstance(src, bool):
         return f"fd:{src}"
     if isinstance(src, str | Path):

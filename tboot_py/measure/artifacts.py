@@ -25,7 +25,7 @@ from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError
 from tboot_py.measure import _pe
-from tboot_py.measure._source import open_source, source_name
+from tboot_py.measure._source import Source, open_source, source_name
 from tboot_py.measure.authenticode import authenticode_digests
 from tboot_py.measure.digests import DigestSet, Progress, resolve_banks, stream_digests
 from tboot_py.measure.tboot import tboot_module_digests
@@ -79,8 +79,14 @@ def detect_kind(src: Path | str | int | bytes, *, cmdline: str | None = None) ->
         return ArtifactKind.PE if _pe.looks_like_pe(data[:0x40], _pe.bytes_reader(data), len(data)) else (
             ArtifactKind.FILE)
     with open_source(src) as s:
-        head = s.read_exact(0, min(0x40, s.size))
-        return ArtifactKind.PE if _pe.looks_like_pe(head, _pe.source_reader(s), s.size) else ArtifactKind.FILE
+        return _detect(s, None)
+
+
+def _detect(s: Source, cmdline: str | None) -> ArtifactKind:
+    if cmdline is not None:
+        return ArtifactKind.TBOOT_MODULE
+    head = s.read_exact(0, min(0x40, s.size))
+    return ArtifactKind.PE if _pe.looks_like_pe(head, _pe.source_reader(s), s.size) else ArtifactKind.FILE
 
 
 def measure(
@@ -99,19 +105,21 @@ def measure(
     """
     algs = resolve_banks(banks)
     k = ArtifactKind.parse(kind)
-    if k is None:
-        k = detect_kind(src, cmdline=cmdline)
-    label = name if name is not None else source_name(src)
-    if k is ArtifactKind.TBOOT_MODULE:
-        cl = "" if cmdline is None else cmdline
-        digests, size, _gz = tboot_module_digests(src, cl, algs, progress)
-        return Measurement(label, k, size, digests, cl)
-    if cmdline is not None:
+    if k is not ArtifactKind.TBOOT_MODULE and k is not None and cmdline is not None:
         raise InputError(f"a command line is only part of a tboot-module measurement, not of a {k.value}")
-    if k is ArtifactKind.PE:
-        digests, size = authenticode_digests(src, algs, progress)
-    else:
-        if not isinstance(src, Path | str | int):
-            raise InputError(f"cannot measure a {type(src).__name__}")
-        digests, size = stream_digests(src, algs, progress)
-    return Measurement(label, k, size, digests, None)
+    label = name if name is not None else source_name(src)
+    if not isinstance(src, Path | str | int):
+        raise InputError(f"cannot measure a {type(src).__name__}")
+    # Open once: the kind is detected on, and the digests taken from, the same open file.
+    with open_source(src) as s:
+        if k is None:
+            k = _detect(s, cmdline)
+        if k is ArtifactKind.TBOOT_MODULE:
+            cl = "" if cmdline is None else cmdline
+            digests, size, _gz = tboot_module_digests(s, cl, algs, progress)
+            return Measurement(label, k, size, digests, cl)
+        if k is ArtifactKind.PE:
+            digests, size = authenticode_digests(s, algs, progress)
+        else:
+            digests, size = stream_digests(s, algs, progress)
+        return Measurement(label, k, size, digests, None)

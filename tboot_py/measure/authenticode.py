@@ -35,7 +35,7 @@ from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError, ParseError
 from tboot_py.measure import _pe
-from tboot_py.measure._source import open_source, source_name
+from tboot_py.measure._source import Source, open_source, source_name
 from tboot_py.measure.digests import DigestSet, MultiHasher, Progress, feed_ranges
 
 Range = tuple[int, int]
@@ -86,7 +86,7 @@ def image_ranges(h: _pe.PEHeaders, name: str = "<pe>") -> list[Range]:
 
 
 def authenticode_digests(
-    src: bytes | bytearray | memoryview | Path | str | int,
+    src: bytes | bytearray | memoryview | Path | str | int | Source,
     banks: Sequence[HashAlg | str],
     progress: Progress | None = None,
 ) -> tuple[DigestSet, int]:
@@ -101,7 +101,7 @@ def authenticode_digests(
                 for o in range(off, off + n, 4 * 1024 * 1024):
                     h.update(view[o : min(off + n, o + 4 * 1024 * 1024)])
             return h.finish(), len(view)
-    if not isinstance(src, Path | str | int):
+    if not isinstance(src, Path | str | int | Source):
         raise InputError(f"cannot measure a {type(src).__name__}")
     with open_source(src) as s:
         hdr = _pe.parse_headers(_pe.source_reader(s), s.size, s.name)

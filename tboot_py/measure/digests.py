@@ -275,7 +275,7 @@ def feed_ranges(h: MultiHasher, src: Source, ranges: Iterable[tuple[int, int]]) 
 
 
 def stream_digests(
-    src: BinaryIO | int | Path | str | bytes | bytearray | memoryview,
+    src: BinaryIO | int | Path | str | Source | bytes | bytearray | memoryview,
     banks: Sequence[HashAlg | str],
     progress: Progress | None = None,
 ) -> tuple[DigestSet, int]:
@@ -285,7 +285,7 @@ def stream_digests(
             view = memoryview(src).cast("B")
             for off in range(0, len(view), CHUNK_SIZE):
                 h.update(view[off : off + CHUNK_SIZE])
-        elif isinstance(src, int | Path | str):
+        elif isinstance(src, int | Path | str | Source):
             with open_source(src) as s:
                 for view in _read_chunks(s, 0, None, h.chunk_size):
                     h.update(view)

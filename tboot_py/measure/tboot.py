@@ -109,7 +109,7 @@ def _gunzip_into(h: MultiHasher, chunks: Iterable[memoryview], name: str, limit:
 
 
 def image_digests(
-    src: bytes | bytearray | memoryview | Path | str | int,
+    src: bytes | bytearray | memoryview | Path | str | int | Source,
     banks: Sequence[HashAlg | str],
     progress: Progress | None = None,
     *,
@@ -129,7 +129,7 @@ def image_digests(
                     h.update(view[o : o + CHUNK_SIZE])
                 gz = False
             size = len(view)
-        elif isinstance(src, Path | str | int):
+        elif isinstance(src, Path | str | int | Source):
             with open_source(src) as s:
                 size, gz = _file_image(h, s, max_decompressed, progress)
         else:
@@ -159,7 +159,7 @@ def _file_image(h: MultiHasher, s: Source, limit: int, progress: Progress | None
 
 
 def tboot_module_digests(
-    src: bytes | bytearray | memoryview | Path | str | int,
+    src: bytes | bytearray | memoryview | Path | str | int | Source,
     cmdline: str,
     banks: Sequence[HashAlg | str],
     progress: Progress | None = None,

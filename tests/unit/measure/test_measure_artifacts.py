@@ -127,3 +127,29 @@ def test_cli_truncated_pe(files: dict[str, Path], tmp_path: Path) -> None:
     r = run_cli("measure", str(t))
     assert r.rc == 2
     assert len(r.err.strip().splitlines()) == 1 and "parse error" in r.err
+
+
+def test_measure_sealed_memfd_like_the_launch_gate(files: dict[str, Path]) -> None:
+    import fcntl
+
+    fd = os.memfd_create("kernel", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.write(fd, files["gz"].read_bytes())
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        m = measure(fd, cmdline="console=hvc0", name="vmlinuz")
+        assert m.name == "vmlinuz" and m.kind is ArtifactKind.TBOOT_MODULE
+        assert m.digests == measure(files["gz"], cmdline="console=hvc0").digests
+        assert os.lseek(fd, 0, os.SEEK_CUR) == pos
+    finally:
+        os.close(fd)
+
+
+def test_parse_error_names_the_file(files: dict[str, Path], tmp_path: Path) -> None:
+    from tboot_py.errors import ParseError
+
+    t = tmp_path / "bad.efi"
+    t.write_bytes(files["pe"].read_bytes()[:0x300])
+    with pytest.raises(ParseError) as ei:
+        measure(t)
+    assert ei.value.source == str(t)
