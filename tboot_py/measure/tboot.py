@@ -42,8 +42,9 @@ class DecompressedTooLarge(InputError):
 
 
 def is_gzip(head: bytes) -> bool:
-    # RFC 1952, 2.3.1: ID1 ID2 = 0x1f 0x8b, CM = 8 (deflate).
-    return len(head) >= 3 and head[:2] == GZIP_MAGIC and head[2] == 8
+    """The gzip magic (RFC 1952, 2.3.1: ID1 ID2 = 0x1f 0x8b), as gzread decides. A member
+    with a compression method other than 8 (deflate) then fails as a ParseError."""
+    return len(head) >= 2 and head[:2] == GZIP_MAGIC
 
 
 def _gunzip_into(h: MultiHasher, chunks: Iterable[memoryview], name: str, limit: int) -> int:
@@ -61,10 +62,10 @@ def _gunzip_into(h: MultiHasher, chunks: Iterable[memoryview], name: str, limit:
             pending = b""
         while data:
             if not in_member:
-                if len(data) < 3:
+                if len(data) < 2:
                     pending = bytes(data)
                     break
-                if not is_gzip(bytes(data[:3])):
+                if not is_gzip(bytes(data[:2])):
                     raise ParseError("data after the last gzip member", consumed, name)
                 d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
                 member_start = consumed
@@ -120,7 +121,7 @@ def image_digests(
     with MultiHasher(banks) as h:
         if isinstance(src, bytes | bytearray | memoryview):
             view = memoryview(src).cast("B")
-            if is_gzip(bytes(view[:3])):
+            if is_gzip(bytes(view[:2])):
                 chunks = [view[o : o + CHUNK_SIZE] for o in range(0, len(view), CHUNK_SIZE)]
                 _gunzip_into(h, chunks, name, max_decompressed)
                 gz = True
@@ -138,7 +139,7 @@ def image_digests(
 
 
 def _file_image(h: MultiHasher, s: Source, limit: int, progress: Progress | None) -> tuple[int, bool]:
-    head = s.read_exact(0, min(3, s.size))
+    head = s.read_exact(0, min(2, s.size))
     done = 0
 
     def counted() -> Iterator[memoryview]:

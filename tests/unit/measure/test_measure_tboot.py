@@ -111,3 +111,12 @@ def test_bad_cmdline() -> None:
     assert tboot_module_hash(b"x", "c" * 1023, BANKS).hex() == ref(b"c" * 1023, b"x")
     with pytest.raises(InputError, match="at most 1023"):
         tboot_module_hash(b"x", "c" * 1024, BANKS)
+
+
+def test_gzip_magic_with_another_method_is_refused() -> None:
+    bad = bytearray(gzip.compress(b"x"))
+    bad[2] = 7  # CM must be 8, deflate (RFC 1952, 2.3.1)
+    with pytest.raises(ParseError):
+        tboot_module_hash(bytes(bad), "", BANKS)
+    with pytest.raises(ParseError):
+        tboot_module_hash(b"\x1f\x8b", "", BANKS)
