@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SECTIONS: tuple[str, ...] = ("tboot_py.measure._bench", "tboot_py.verify._bench")
+SECTIONS: tuple[str, ...] = ("tboot_py.measure._bench", "tboot_py.verify._bench", "tboot_py.eventlog._bench")
 
 
 def machine() -> str:

@@ -62,9 +62,10 @@ def _load(path: str) -> Any:
 
     from tboot_py.errors import InputError
     from tboot_py.eventlog import read_log
-    from tboot_py.eventlog.cel import from_cel
 
     if path.endswith(".json"):
+        from tboot_py.eventlog.cel import from_cel
+
         try:
             text = Path(path).read_bytes()
         except OSError as e:
@@ -200,28 +201,43 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _emit_json(obj: Any) -> None:
+    """JSON on stdout without importing rich (keeps ``log replay --json`` start-up short)."""
+    import json
+    import sys
+
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _pcrs_json(values: dict[str, dict[int, bytes]]) -> dict[str, dict[str, str]]:
+    return {bank: {str(i): regs[i].hex() for i in sorted(regs)} for bank, regs in values.items()}
+
+
 def _replay(args: argparse.Namespace) -> int:
     from tboot_py import algorithms
-    from tboot_py._output import console, emit_json, pcr_table, pcrs_json
     from tboot_py.eventlog import replay
-    from tboot_py.eventlog.quirks import replay_against
 
     log = _load(args.log)
     banks = [b.name for b in algorithms.parse_banks(args.banks)] if args.banks else None
     values = replay(log, banks)
     quirks: list[str] = []
     if args.pcrs:
+        from tboot_py.eventlog.quirks import replay_against
+
         report = replay_against(log, _load_pcr_values_for(args.pcrs, banks))
         quirks = list(report.quirks_applied)
         for bank, regs in report.values().items():
             if bank in values:
                 values[bank].update(regs)
     if args.json:
-        out: dict[str, Any] = {"pcrs": pcrs_json(values)}
+        out: dict[str, Any] = {"pcrs": _pcrs_json(values)}
         if args.pcrs:
             out["quirks"] = quirks
-        emit_json(out)
+        _emit_json(out)
     else:
+        from tboot_py._output import console, pcr_table
+
         console().print(pcr_table(values, title=f"PCR values replayed from {args.log}"))
         if args.pcrs:
             console().print(f"quirks applied: {', '.join(quirks) if quirks else 'none'}")

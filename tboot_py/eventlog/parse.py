@@ -146,6 +146,7 @@ def _parse_agile(buf: bytes, off: int, seq: int, spec: SpecIdEvent, events: list
     fast_size = fast.size
     fast_unpack = fast.unpack_from
     alg_ids = tuple(a for a, _ in spec.algorithms)
+    a0, a1, a2 = (*alg_ids, 0, 0)[:3]
     hdr_unpack = _EV2_HDR.unpack_from
     u16 = _U16.unpack_from
     u32 = _U32.unpack_from
@@ -160,7 +161,15 @@ def _parse_agile(buf: bytes, off: int, seq: int, spec: SpecIdEvent, events: list
                 if size > n - start:
                     raise ParseError(f"event data size {size} exceeds the {n - start} bytes left",
                                      start - 4, source)
-                digests = tuple(zip(alg_ids, vals[4:-1:2], strict=True))
+                digests: tuple[tuple[int, bytes], ...]
+                if nalgs == 2:
+                    digests = ((a0, vals[4]), (a1, vals[6]))
+                elif nalgs == 3:
+                    digests = ((a0, vals[4]), (a1, vals[6]), (a2, vals[8]))
+                elif nalgs == 1:
+                    digests = ((a0, vals[4]),)
+                else:
+                    digests = tuple(zip(alg_ids, vals[4:-1:2], strict=True))
                 append(Event(seq, rec, vals[0], vals[1], digests, buf[start:start + size]))
                 seq += 1
                 off = start + size

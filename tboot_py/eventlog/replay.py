@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
@@ -91,22 +92,31 @@ def replay_bank(log: EventLog, alg_id: int, hashlib_name: str) -> tuple[dict[int
     size = hashlib.new(hashlib_name).digest_size
     regs: dict[int, bytes] = {}
     missing: set[int] = set()
-    new = hashlib.new
+    ctor = getattr(hashlib, hashlib_name, None)
+    if ctor is None:  # algorithms hashlib only reaches through new() (sm3)
+        def ctor(b: bytes) -> Any:
+            return hashlib.new(hashlib_name, b)
+    # Position of this bank in records that carry every bank in header order (the common case).
+    pos = log.algorithms.index(alg_id) if alg_id in log.algorithms else -1
     for e in log.events:
         if e.event_type == EV_NO_ACTION or e.pcr == PCR_INDEX_NONE:
             continue
-        d = None
-        for a, dd in e.digests:
-            if a == alg_id:
-                d = dd
-                break
+        dg = e.digests
+        if 0 <= pos < len(dg) and dg[pos][0] == alg_id:
+            d: bytes | None = dg[pos][1]
+        else:
+            d = None
+            for a, dd in dg:
+                if a == alg_id:
+                    d = dd
+                    break
         if d is None:
             missing.add(e.pcr)
             continue
         old = regs.get(e.pcr)
         if old is None:
             old = initial_value(log, e.pcr, size, locality=locality, drtm=drtm)
-        h = new(hashlib_name, old)
+        h = ctor(old)
         h.update(d)
         regs[e.pcr] = h.digest()
     for pcr in missing:
