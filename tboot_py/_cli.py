@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "tboot_py.tpm._cli",
     "tboot_py.eventlog._cli",
     "tboot_py.launch._cli",
+    "tboot_py.audit._cli",
     "tboot_py.measure._cli",
     "tboot_py.policy._cli",
     "tboot_py.attest._cli",

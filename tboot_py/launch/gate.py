@@ -106,69 +106,69 @@ def _artifacts(req: GateRequest, copies: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def _selection_for(log: Any, banks: Sequence[Any]) -> Any:
-    from tboot_py.attest.structures import PCRSelection
+#: Firmware PCRs the gate also verifies when a firmware log is given: the boot-state rules
+#: (Secure Boot, db/dbx, authorities) read PCR 7 events, so PCR 0-7 must replay to the quote.
+FIRMWARE_PCRS = frozenset(range(8))
 
-    pcrs = log.pcrs()
-    if not pcrs:
+
+def combined_log(untrusted_fw: Any | None, untrusted_log: Any, banks: Sequence[Any]) -> bytes:
+    """One crypto-agile log for verification: the firmware log's events for PCR 0-7 and for
+    the PCRs the tboot-py log extends (boot loaders extend PCR 9 too), then the tboot-py log.
+
+    PCRs that the OS extends later without a log (IMA, systemd phases) are left out, so they
+    cannot spoil the replay. A firmware log lacking one of the TPM's banks cannot be
+    re-encoded and denies.
+    """
+    from tboot_py.eventlog import EV_NO_ACTION, NewEvent, bank_name, encode_log
+
+    ours = set(untrusted_log.pcrs())
+    if not ours:
         raise VerificationError("the event log extends no PCR")
-    return PCRSelection.of([(b.name, pcrs) for b in banks])
+    wanted = FIRMWARE_PCRS | ours
+    events: list[NewEvent] = []
+    sources = ([untrusted_fw] if untrusted_fw is not None else []) + [untrusted_log]
+    for log in sources:
+        for e in log.events:
+            if e.seq == 0 and log.spec_id is not None:
+                continue  # the Spec ID header; encode_log writes its own
+            if e.event_type == EV_NO_ACTION:
+                if e.pcr == 0 and log is untrusted_fw:
+                    # Keep StartupLocality / H-CRTM records: they set PCR 0's initial value.
+                    events.append(NewEvent(0, EV_NO_ACTION, {b.name: bytes(b.size) for b in banks}, e.data))
+                continue
+            if not e.extends or e.pcr not in wanted:
+                continue
+            digests = {bank_name(a): d for a, d in e.digests}
+            missing = [b.name for b in banks if b.name not in digests]
+            if missing:
+                raise VerificationError(
+                    f"{log.source or 'event log'}: event {e.seq} (PCR {e.pcr}) has no {', '.join(missing)} digest, "
+                    "but the TPM has that bank active")
+            events.append(NewEvent(e.pcr, e.event_type, {b.name: digests[b.name] for b in banks}, e.data))
+    return encode_log(events, banks)
 
 
 def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes) -> Any:
-    """Quote the PCRs the log extends and verify the quote and the replay. Returns VerifiedPCRs."""
+    """Quote every PCR the logs extend with a fresh nonce; verify the quote and the replay.
+    Returns a VerifiedBoot (from :func:`tboot_py.verify.verify_evidence`)."""
     from tboot_py.attest.evidence import EventLogBlob
     from tboot_py.attest.keys import load_or_create_ak
     from tboot_py.attest.quote import collect_evidence
-    from tboot_py.eventlog import parse_log
-    from tboot_py.verify.quote import verify_quote
+    from tboot_py.attest.structures import PCRSelection
+    from tboot_py.eventlog import parse_log, read_log
+    from tboot_py.verify.evidence import verify_evidence
+    from tboot_py.verify.quote import TrustedAK
 
+    banks = tpm.banks()
     untrusted_log = parse_log(log_bytes, source=str(log_path))
+    untrusted_fw = read_log(req.firmware_log) if req.firmware_log is not None else None
+    combined = combined_log(untrusted_fw, untrusted_log, banks)
+    pcrs = sorted(parse_log(combined).pcrs())
+    selection = PCRSelection.of([(b.name, pcrs) for b in banks])
     ak = load_or_create_ak(tpm, req.state, alg=req.ak_alg)
-    selection = _selection_for(untrusted_log, tpm.banks())
     nonce = secrets.token_bytes(32)
-    evidence = collect_evidence(tpm, ak, selection, nonce, event_logs=[EventLogBlob("tboot-py", log_bytes)])
-    verified = verify_quote(evidence, ak.public.raw, nonce, expected_selection=selection)
-    check_replay(_with_firmware_prefix(untrusted_log, req.firmware_log), verified.pcrs)
-    return verified
-
-
-def _with_firmware_prefix(untrusted_log: Any, firmware_log: Path | None) -> Any:
-    """The tboot-py log preceded by the firmware log's events for the same PCRs.
-
-    Boot loaders also extend PCR 9 (the default) before the OS runs; their events are in
-    the firmware log, so the replay starts from them. Any bank the firmware log lacks makes
-    the replay incomplete, which denies.
-    """
-    if firmware_log is None:
-        return untrusted_log
-    import dataclasses
-
-    from tboot_py.eventlog import read_log
-
-    pcrs = set(untrusted_log.pcrs())
-    untrusted_fw = read_log(firmware_log)
-    prefix = tuple(e for e in untrusted_fw.events if e.extends and e.pcr in pcrs)
-    return dataclasses.replace(untrusted_log, events=prefix + tuple(untrusted_log.events))
-
-
-def check_replay(untrusted_log: Any, verified_pcrs: Mapping[str, Mapping[int, bytes]]) -> None:
-    """The log must replay to the verified PCRs in every quoted bank; name the divergence."""
-    from tboot_py.eventlog import replay
-
-    replayed = replay(untrusted_log)
-    for bank, regs in verified_pcrs.items():
-        got = replayed.get(bank)
-        if got is None:
-            raise VerificationError(f"the event log carries no {bank} bank, which the quote covers")
-        for pcr, value in regs.items():
-            if got.get(pcr) != value:
-                events = [e for e in untrusted_log.events if e.pcr == pcr and e.extends]
-                last = events[-1] if events else None
-                where = f"; last event #{last.seq} at offset {last.offset}" if last else ""
-                raise VerificationError(
-                    f"event log does not replay to the quoted PCR {pcr} ({bank}): log gives "
-                    f"{(got.get(pcr) or b'').hex() or 'nothing'}, TPM quoted {value.hex()}{where}")
+    evidence = collect_evidence(tpm, ak, selection, nonce, event_logs=[EventLogBlob(str(log_path), combined)])
+    return verify_evidence(evidence, TrustedAK(ak.public, ak.qualified_name), nonce, expected_selection=selection)
 
 
 def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verified: Any,
@@ -187,7 +187,7 @@ def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verif
         untrusted_fw = read_log(firmware_log)
         events = firmware_events(untrusted_fw)
         boot = boot_facts(untrusted_fw)
-    return Inputs(measurements=ms, pcrs=verified.pcrs, boot=boot, events=events)
+    return Inputs(measurements=ms, pcrs=verified.pcrs.pcrs, boot=boot, events=events)
 
 
 def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,

@@ -227,7 +227,7 @@ def test_pcr_extended_behind_the_logs_back_denies(gate: Setup) -> None:
                     + ",sha384=" + "33" * 48], check=True, capture_output=True)
     r = gate.launch()
     assert r.rc == 1 and not gate.launched()
-    assert "does not replay" in r.err and "PCR 9" in r.err
+    assert "PCR 9" in r.err and "quote" in r.err and "replay" in r.err
 
 
 def test_expired_reference_value_denies(gate: Setup) -> None:
@@ -254,3 +254,46 @@ def test_nonfatal_mode_allows_and_records(gate: Setup) -> None:
 def test_dry_run_decides_without_launching(gate: Setup) -> None:
     r = gate.launch("--dry-run")
     assert r.rc == 0 and not gate.launched()
+
+
+def _fake_firmware(s: Setup) -> Path:
+    """Events a boot loader logged before the OS (PCR 4, 7 and 9), really extended."""
+    from tboot_py import algorithms
+    from tboot_py.eventlog import NewEvent, append_events
+    from tboot_py.tpm import open_tpm
+
+    fw = s.dir / "binary_bios_measurements"
+    tpm = open_tpm(s.tpm.tcti)
+    try:
+        banks = tpm.banks()
+        evs = []
+        for pcr, data in ((4, b"bootx64.efi"), (7, b"SecureBoot=0"), (9, b"grub: /boot/vmlinuz")):
+            digests = {b.name: b.digest(data) for b in banks}
+            tpm.extend(pcr, digests)
+            evs.append(NewEvent(pcr, 0x0D, digests, data))
+        append_events(fw, evs, banks)
+        assert {b.name for b in banks} == {a.name for a in algorithms.DEFAULT_BANKS}
+    finally:
+        tpm.close()
+    return fw
+
+
+def test_firmware_log_prefix_replays_with_ours(gate: Setup) -> None:
+    fw = _fake_firmware(gate)
+    # Without the firmware log, PCR 9 holds a boot loader's extend the gate cannot explain.
+    assert gate.launch().rc == 1 and not gate.launched()
+    r = gate.launch("--firmware-log", str(fw))
+    assert r.rc == 0, r.err
+    assert gate.launched()
+
+
+def test_firmware_log_that_lies_denies(gate: Setup) -> None:
+    fw = _fake_firmware(gate)
+    data = bytearray(fw.read_bytes())
+    data[-1] ^= 0x20  # the PCR 9 event's text no longer matches... and neither does a digest:
+    idx = data.find(b"bootx64.efi") - 4 - 48 - 2 - 1
+    data[idx] ^= 0xFF  # flip a byte of the PCR 4 event's sha384 digest
+    fw.write_bytes(bytes(data))
+    r = gate.launch("--firmware-log", str(fw))
+    assert r.rc == 1 and not gate.launched()
+    assert "PCR 4" in r.err

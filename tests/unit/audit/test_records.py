@@ -42,3 +42,18 @@ def test_tampering_is_detected(tmp_path: Path, attack: str) -> None:
         verify_chain(p)
     with pytest.raises(AuditChainError):
         append_record(p, {"decision": "allow"})
+
+
+def test_cli_verify_and_show(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    p = tmp_path / "audit.jsonl"
+    _write3(p)
+    ok = run_cli("audit", "verify", str(p), "--json")
+    assert ok.rc == 0 and json.loads(ok.out) == {"ok": True, "records": 3}
+    shown = run_cli("audit", "show", str(p), "--json")
+    assert [r["n"] for r in json.loads(shown.out)["records"]] == [0, 1, 2]
+    p.write_text(p.read_text().replace('"n":1', '"n":7'))
+    bad = run_cli("audit", "verify", str(p))
+    assert bad.rc == 1 and "line 2" in bad.err
+    assert run_cli("audit", "verify", str(tmp_path / "missing")).rc == 2

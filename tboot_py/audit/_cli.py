@@ -1,0 +1,59 @@
+"""``tboot-py audit verify|show``: check and read the hash-chained audit log."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tboot_py.errors import EXIT_OK
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("audit", help="check or show the hash-chained audit log of launch decisions")
+    asub = p.add_subparsers(dest="audit_command", metavar="ACTION")
+    asub.required = True
+    v = asub.add_parser("verify", help="check every record's hash and link (exit 1 if broken)")
+    v.add_argument("log", type=Path, metavar="AUDIT_LOG")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_verify)
+    s = asub.add_parser("show", help="list the decisions in an audit log (after checking its chain)")
+    s.add_argument("log", type=Path, metavar="AUDIT_LOG")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_show)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tboot_py._output import console, emit_json
+    from tboot_py.audit.records import verify_chain
+
+    n = verify_chain(args.log)
+    if args.json:
+        emit_json({"ok": True, "records": n})
+    else:
+        console().print(f"audit log {args.log}: chain intact, {n} record(s)")
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from tboot_py._output import console, emit_json
+    from tboot_py.audit.records import verify_chain
+
+    verify_chain(args.log)
+    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    if args.json:
+        emit_json({"records": records})
+        return EXIT_OK
+    t = Table(title=f"Launch decisions in {args.log}")
+    for col in ("time", "decision", "exit", "reasons"):
+        t.add_column(col, overflow="fold")
+    for r in records:
+        colour = "green" if r.get("decision") == "allow" else "red"
+        t.add_row(str(r.get("time")), f"[{colour}]{r.get('decision')}[/]", str(r.get("exit_code")),
+                  "\n".join(str(x) for x in r.get("reasons", [])))
+    console().print(t)
+    return EXIT_OK
