@@ -5,6 +5,7 @@ Handles, with one model:
 * SHA1-format logs: TCG_PCClientPCREvent records (PFP 10.4.2), as TPM 1.2 firmware and
   some TPM 2.0 firmware write them. Some firmware logs events (EV_S_CRTM_VERSION) before
   the Spec ID header; those stay SHA1-format records.
+* Intel TXT (TPM 1.2) DRTM logs: SHA1-format records inside a "TXT Event Container".
 * Crypto-agile logs: a SHA1-format EV_NO_ACTION record holding "Spec ID Event03"
   (PFP 10.4.5.1), then TCG_PCR_EVENT2 records (PFP 10.4.3). Digest sizes come from the
   header, so unknown algorithms and SM3 parse. A record may carry fewer digests than the
@@ -31,6 +32,8 @@ DEFAULT_LOG_PATH = "/sys/kernel/security/tpm0/binary_bios_measurements"
 MAX_LOG_SIZE = 256 * 2**20
 
 SPEC_ID_EVENT03 = b"Spec ID Event03\x00"
+TXT_CONTAINER_SIG = b"TXT Event Container\x00"
+_TXT_HDR = struct.Struct("<20s12sBBBBIII")
 _SHA1_HDR = struct.Struct("<II20sI")  # pcrIndex, eventType, digest, eventDataSize (PFP 10.4.2)
 _EV2_HDR = struct.Struct("<III")  # pcrIndex, eventType, TPML_DIGEST_VALUES.count (PFP 10.4.3)
 _U16 = struct.Struct("<H")
@@ -110,6 +113,10 @@ def _parse(buf: bytes, source: str | None) -> EventLog:
     spec: SpecIdEvent | None = None
     if n == 0:
         raise ParseError("empty event log", 0, source)
+    if buf[:20] == TXT_CONTAINER_SIG:
+        off, n = _txt_container(buf, source)
+        if off == n:
+            return EventLog(LogFormat.SHA1, None, (), source)
     # SHA1-format records until (and including) a Spec ID Event03 header.
     sha1_hdr = _SHA1_HDR.unpack_from
     hsize = _SHA1_HDR.size
@@ -134,6 +141,22 @@ def _parse(buf: bytes, source: str | None) -> EventLog:
         return EventLog(LogFormat.SHA1, None, tuple(events), source)
     _parse_agile(buf, off, seq, spec, events, source)
     return EventLog(LogFormat.CRYPTO_AGILE, spec, tuple(events), source)
+
+
+def _txt_container(buf: bytes, source: str | None) -> tuple[int, int]:
+    """Bounds of the records in an Intel TXT TPM 1.2 event-log container (Intel TXT Software
+    Development Guide, "Event Log Format"; tboot include/txt/heap.h event_log_container_t):
+    signature[20], reserved[12], 4 version bytes, size, pcr_events_offset, next_event_offset."""
+    if len(buf) < _TXT_HDR.size:
+        raise ParseError("truncated TXT event container header", len(buf), source)
+    _sig, _res, major, _minor, _emaj, _emin, size, first, nxt = _TXT_HDR.unpack_from(buf, 0)
+    if major != 1:
+        raise ParseError(f"TXT event container version {major} is not supported", 32, source)
+    if size > len(buf):
+        raise ParseError(f"TXT container size {size} exceeds the {len(buf)} bytes of the log", 36, source)
+    if not _TXT_HDR.size <= first <= nxt <= size:
+        raise ParseError(f"TXT container offsets {first}..{nxt} out of bounds", 40, source)
+    return first, nxt
 
 
 def _parse_agile(buf: bytes, off: int, seq: int, spec: SpecIdEvent, events: list[Event], source: str | None) -> None:

@@ -181,3 +181,28 @@ def test_txt_type_outside_drtm_pcrs_is_no_dynamic_launch() -> None:
     log = parse_log(agile(ev2(0, 0x40E, two(b""), b""), ev2(17, 0x80000001, two(b"x"), b"x")))
     assert not log.is_drtm
     assert replay(log)["sha1"][17] == ext(b"\xff" * 20, hashlib.sha1(b"x").digest(), "sha1")
+
+
+def txt_container(records: bytes, slack: int = 16) -> bytes:
+    # Intel TXT TPM 1.2 event-log container: signature, reserved, versions, size, offsets.
+    hdr_len = 48
+    size = hdr_len + len(records) + slack
+    hdr = b"TXT Event Container\x00" + b"\0" * 12 + bytes([1, 0, 1, 0]) \
+        + struct.pack("<III", size, hdr_len, hdr_len + len(records))
+    return hdr + records + b"\xaa" * slack
+
+
+def test_txt_tpm12_container_drtm_log() -> None:
+    hs = hashlib.sha1(b"sinit").digest()
+    mle = hashlib.sha1(b"mle").digest()
+    raw = txt_container(sha1_rec(17, 0x402, hs, b"") + sha1_rec(18, 0x404, mle, b""))
+    log = parse_log(raw)
+    assert log.format is LogFormat.SHA1 and log.is_drtm
+    assert [(e.offset, e.pcr, e.event_type_name) for e in log.events] == \
+        [(48, 17, "EV_TXT_HASH_START"), (80, 18, "EV_TXT_MLE_HASH")]
+    # After a locality-4 reset PCRs 17-22 start at zero (PC Client PTP 4.6.2).
+    assert replay(log) == {"sha1": {17: ext(b"\0" * 20, hs, "sha1"), 18: ext(b"\0" * 20, mle, "sha1")}}
+    bad = bytearray(raw)
+    struct.pack_into("<I", bad, 44, 10_000)
+    with pytest.raises(ParseError, match="offsets"):
+        parse_log(bytes(bad))
