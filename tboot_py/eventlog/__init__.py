@@ -6,12 +6,20 @@ Public API::
     read_log(path) -> EventLog                      # + InputError for read failures
     replay(log, banks=None) -> {bank: {pcr: value}} # only PCRs the log extends
     NewEvent, encode_header, encode_event, append_events   # crypto-agile writer
+    replay_against(log, expected, quirks=None) -> ReplayReport   # with the named quirk registry
+    boot_state(log) -> BootState                    # Secure Boot, db/dbx, images, cmdlines
+    check_digests(log), diff(a, b)                  # data-vs-digest checks, first divergence
+    parse_ima(data) / replay_ima(ima_log)           # IMA measurement lists (PCR 10)
+    to_cel(log) / from_cel(text)                    # TCG Canonical Event Log, JSON form
 
 Everything parsed from a log is untrusted until a verified quote backs it.
 """
 
 from __future__ import annotations
 
+from tboot_py.eventlog.cel import from_cel, to_cel
+from tboot_py.eventlog.checks import DigestStatus, LogDiff, check_digests, diff
+from tboot_py.eventlog.ima import ImaEvent, ImaLog, parse_ima, replay_ima
 from tboot_py.eventlog.model import (
     EV_NO_ACTION,
     PCR_INDEX_NONE,
@@ -23,26 +31,49 @@ from tboot_py.eventlog.model import (
     event_type_name,
 )
 from tboot_py.eventlog.parse import DEFAULT_LOG_PATH, parse_log, read_log
+from tboot_py.eventlog.quirks import REGISTRY as QUIRKS
+from tboot_py.eventlog.quirks import PCRMatch, ReplayReport, load_pcr_values, replay_against
 from tboot_py.eventlog.replay import IncompleteLogError, replay
+from tboot_py.eventlog.state import Authority, BootState, LoadedImage, SignatureDb, boot_state
 from tboot_py.eventlog.write import NewEvent, append_events, encode_event, encode_header, encode_log
 
 __all__ = [
     "DEFAULT_LOG_PATH",
     "EV_NO_ACTION",
     "PCR_INDEX_NONE",
+    "QUIRKS",
+    "Authority",
+    "BootState",
+    "DigestStatus",
     "Event",
     "EventLog",
+    "ImaEvent",
+    "ImaLog",
     "IncompleteLogError",
+    "LoadedImage",
+    "LogDiff",
     "LogFormat",
     "NewEvent",
+    "PCRMatch",
+    "ReplayReport",
+    "SignatureDb",
     "SpecIdEvent",
     "append_events",
     "bank_name",
+    "boot_state",
+    "check_digests",
+    "diff",
     "encode_event",
     "encode_header",
     "encode_log",
     "event_type_name",
+    "from_cel",
+    "load_pcr_values",
+    "parse_ima",
     "parse_log",
     "read_log",
     "replay",
+    "replay_against",
+    "replay_ima",
+    "to_cel",
 ]
