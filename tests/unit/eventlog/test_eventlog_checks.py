@@ -175,3 +175,16 @@ def test_header_only_sha1_digest_of_header_must_be_zero() -> None:
     with pytest.raises(ParseError):
         parse_log(bytes(hdr))
     assert struct.unpack_from("<I", hdr, 4)[0] == 3
+
+
+def test_locality3_and_drtm_reset_quirks() -> None:
+    log = parse_log(encode_log([NewEvent(0, 8, d(b"crtm"), b"v"), NewEvent(17, 0x80000001, d(b"x"), b"x")], BANKS))
+    loc3 = FakeTPM(BANKS, locality=3)
+    loc3.extend(0, d(b"crtm"))
+    rep = replay_against(log, {"sha256": loc3.read_pcrs([0])["sha256"]})
+    assert rep.ok and rep.quirks_applied == ("startup-locality-3-unlogged",)
+    # PCR 17 reset to zero by a launch the log does not record.
+    v = hashlib.sha256(b"\0" * 32 + d(b"x")["sha256"]).digest()
+    rep = replay_against(log, {"sha256": {17: v}})
+    assert rep.ok and rep.quirks_applied == ("drtm-reset-unlogged",)
+    assert not replay_against(log, {"sha256": {17: v}}, quirks=["startup-locality-3-unlogged"]).ok

@@ -111,3 +111,20 @@ def test_concurrent_appenders_serialise(tmp_path: Path) -> None:
     log = parse_log(log_path.read_bytes())
     datas = sorted(e.data for e in log.events[1:])
     assert datas == sorted(f"w{w}-{i}".encode() for w in range(3) for i in range(10))
+
+
+def test_sm3_bank_written_parsed_and_replayed(tmp_path: Path) -> None:
+    from tboot_py.algorithms import SM3_256
+
+    banks = (SHA256, SM3_256)
+    tpm = FakeTPM(banks)
+    evs = []
+    for i in range(3):
+        data = f"sm3-{i}".encode()
+        d = {b.name: b.digest(data) for b in banks}
+        tpm.extend(10 + i, d)
+        evs.append(NewEvent(10 + i, 0xD, d, data))
+    append_events(tmp_path / "l", evs, banks)
+    log = parse_log((tmp_path / "l").read_bytes())
+    assert log.bank_names == ("sha256", "sm3_256")
+    assert replay(log) == tpm.read_pcrs([10, 11, 12])
