@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from tboot_py.eventlog.parse import DEFAULT_LOG_PATH, parse_log, read_log
     from tboot_py.eventlog.quirks import REGISTRY as QUIRKS
     from tboot_py.eventlog.quirks import PCRMatch, ReplayReport, load_pcr_values, replay_against
-    from tboot_py.eventlog.replay import IncompleteLogError, replay
+    from tboot_py.eventlog.replay import IncompleteLogError
     from tboot_py.eventlog.state import Authority, BootState, LoadedImage, SignatureDb, boot_state
     from tboot_py.eventlog.write import NewEvent, append_events, encode_event, encode_header, encode_log
 

@@ -15,7 +15,6 @@ from tboot_py.measure.authenticode import authenticode
 
 if TYPE_CHECKING:
     from tboot_py.measure.artifacts import ArtifactKind, Measurement, detect_kind, measure
-    from tboot_py.measure.authenticode import authenticode
     from tboot_py.measure.digests import DigestSet, MultiHasher, hash_stream, resolve_banks
     from tboot_py.measure.tboot import MAX_DECOMPRESSED, DecompressedTooLarge, tboot_module_hash
 
