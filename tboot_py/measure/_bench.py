@@ -177,8 +177,9 @@ def run() -> str:
     lines.append("A single bank is read and hashed inline in 256 KiB chunks (the chunk stays in L2 between "
                  "the copy out of the page cache and the hash); that copy is what separates hash_stream "
                  "from `openssl speed`, which hashes one in-cache buffer; `openssl dgst` pays it too. "
-                 "Several banks: the main thread reads 4 MiB chunks and hashes the first bank, one thread "
-                 "per further bank hashes the same chunk (hashlib releases the GIL). On 2 cores the best "
+                 "Several banks: the banks are split into cost-balanced groups, one per core; the main "
+                 "thread reads 4 MiB chunks and hashes group 0, a thread per further group hashes the same "
+                 "chunk (hashlib releases the GIL). On 2 cores the best "
                  "case is the slowest bank's time or half the summed time, whichever is larger. A CPU-time/"
                  "wall ratio well below 2 means the second core was busy with other work during the run.")
     lines.append("")
