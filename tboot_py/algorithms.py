@@ -79,21 +79,25 @@ def by_id(alg_id: int) -> HashAlg | None:
     return _BY_ID.get(alg_id)
 
 
-def parse_banks(spec: str | Iterable[str]) -> tuple[HashAlg, ...]:
-    """Parse ``"sha1,sha256"`` (or a list of names) into algorithms, keeping order, no repeats.
+def parse_banks(spec: str | Iterable[str | HashAlg]) -> tuple[HashAlg, ...]:
+    """Parse ``"sha1,sha256"`` (or a list of names or HashAlgs) into algorithms, keeping
+    order, no repeats.
 
-    Raises UnknownAlgorithmError for an unknown name or one this OpenSSL cannot compute.
+    Raises UnknownAlgorithmError for an unknown name, one this OpenSSL cannot compute, or
+    an empty list.
     """
-    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[HashAlg] = []
-    for n in names:
-        if not n.strip():
+    for n in items:
+        if isinstance(n, str) and not n.strip():
             continue
-        alg = by_name(n)
+        alg = by_name(n) if isinstance(n, str) else n
+        if not isinstance(alg, HashAlg):
+            raise UnknownAlgorithmError(f"not a hash algorithm: {n!r}")
         if not alg.available:
             raise UnknownAlgorithmError(f"hash algorithm {alg.name!r} is not available in this OpenSSL")
         if alg not in out:
             out.append(alg)
     if not out:
-        raise UnknownAlgorithmError("no hash algorithm given")
+        raise UnknownAlgorithmError("no hash algorithm (PCR bank) given")
     return tuple(out)

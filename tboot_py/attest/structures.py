@@ -197,26 +197,14 @@ class PCRSelection:
     def parse_spec(cls, spec: str) -> PCRSelection:
         """``sha1:0,1,2+sha256:0-7`` (the tpm2-tools syntax)."""
         from tboot_py.errors import InputError
+        from tboot_py.tpm import parse_pcr_list
 
         items: list[tuple[str, list[int]]] = []
         for part in spec.split("+"):
             if ":" not in part:
                 raise InputError(f"bad PCR selection {spec!r}: expected BANK:PCRS")
             name, lst = part.split(":", 1)
-            pcrs: list[int] = []
-            for tok in lst.split(","):
-                tok = tok.strip()
-                try:
-                    if "-" in tok:
-                        lo, hi = (int(x) for x in tok.split("-", 1))
-                        pcrs.extend(range(lo, hi + 1))
-                    elif tok:
-                        pcrs.append(int(tok))
-                except ValueError as e:
-                    raise InputError(f"bad PCR selection {spec!r}") from e
-            if any(not 0 <= i < 24 for i in pcrs) or not pcrs:
-                raise InputError(f"bad PCR selection {spec!r}: PCR indices must be 0..23")
-            items.append((name, pcrs))
+            items.append((name, parse_pcr_list(lst)))
         return cls.of(items)
 
     def as_dict(self) -> dict[str, tuple[int, ...]]:

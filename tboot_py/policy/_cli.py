@@ -237,7 +237,7 @@ def _from_log(args: argparse.Namespace) -> int:
     from tboot_py.policy.derive import policy_from_log
     from tboot_py.policy.io import dumps_policy, save_policy
     from tboot_py.policy.model import Mode
-    from tboot_py.tpm._cli import parse_pcr_list
+    from tboot_py.tpm import parse_pcr_list
 
     log = read_log(args.log)
     pcrs = parse_pcr_list(args.pcrs) if args.pcrs else None

@@ -52,6 +52,24 @@ def check_pcr_index(pcr: int) -> int:
     return pcr
 
 
+def parse_pcr_list(spec: str) -> list[int]:
+    """``"0,1,7"`` or ``"0-7,9"`` (the tpm2-tools syntax) -> PCR indices; InputError if bad or empty."""
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                out.extend(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError as e:
+            raise InputError(f"bad PCR list {spec!r}") from e
+    if not out:
+        raise InputError(f"bad PCR list {spec!r}: no PCR given")
+    return [check_pcr_index(i) for i in out]
+
+
 def missing_banks(tpm_banks: Iterable[HashAlg], digests: Mapping[str, bytes]) -> list[str]:
     """Active banks a measurement does not cover; extending then would leave a bank stale."""
     return [b.name for b in tpm_banks if b.name not in digests]

@@ -22,33 +22,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_pcrs)
 
 
-def parse_pcr_list(spec: str | None) -> list[int]:
-    from tboot_py.errors import InputError
-    from tboot_py.tpm import NUM_PCRS, check_pcr_index
-
-    if not spec:
-        return list(range(NUM_PCRS))
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError as e:
-            raise InputError(f"bad PCR list {spec!r}") from e
-    return [check_pcr_index(i) for i in out]
-
-
 def _pcrs(args: argparse.Namespace) -> int:
     from tboot_py import algorithms
     from tboot_py._output import console, emit_json, pcr_table, pcrs_json
-    from tboot_py.tpm import open_tpm
+    from tboot_py.tpm import NUM_PCRS, open_tpm, parse_pcr_list
 
     banks = algorithms.parse_banks(args.banks) if args.banks else None
-    pcrs = parse_pcr_list(args.pcr_list)
+    pcrs = parse_pcr_list(args.pcr_list) if args.pcr_list else list(range(NUM_PCRS))
     tpm = open_tpm(args.tpm)
     try:
         values = tpm.read_pcrs(pcrs, banks)
