@@ -297,3 +297,17 @@ def test_firmware_log_that_lies_denies(gate: Setup) -> None:
     r = gate.launch("--firmware-log", str(fw))
     assert r.rc == 1 and not gate.launched()
     assert "PCR 4" in r.err
+
+
+def test_tboot_pcr_mapping(gate: Setup) -> None:
+    plain = gate.dir / "tboot.toml"
+    _ok(run_cli("policy", "init", str(plain)))
+    _ok(run_cli("policy", "add", str(plain), "--component", "kernel", "--file", str(gate.kernel),
+                "--kind", "tboot-module", "--cmdline", "console=hvc0"))
+    _ok(run_cli("policy", "add", str(plain), "--component", "initrd", "--file", str(gate.initrd),
+                "--kind", "tboot-module", "--cmdline", ""))
+    r = gate.launch("--pcr-map", "tboot", "--json", policy=plain, trust=False)
+    assert r.rc == 0, r.err
+    assert gate.launched()
+    pcrs = json.loads(run_cli("pcrs", "--tpm", gate.tpm.tcti, "--pcr", "18,19", "--json").out)["pcrs"]["sha256"]
+    assert pcrs["18"] == "ff" * 32 and pcrs["19"] != "ff" * 32
