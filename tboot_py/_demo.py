@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tboot_py._demo")
     ap.add_argument("--workdir", type=Path, default=REPO / ".state" / "demo")
     args = ap.parse_args(argv)
+    # The tboot-py commands the demo runs print rich tables; give them the demo's width.
+    os.environ.setdefault("COLUMNS", "120")
     from tboot_py._artifacts import build_initrd, fetch_all
     from tboot_py.tpm.swtpm import Swtpm, free_port
 
