@@ -55,8 +55,9 @@ def event_digests(e: Event) -> tuple[tuple[str, bytes], ...]:
 
 def firmware_events(log: EventLog) -> tuple[FirmwareEvent, ...]:
     """The log's measuring events in the engine's input shape."""
-    return tuple(FirmwareEvent(pcr=e.pcr, event_type=e.event_type, digests=event_digests(e), data=e.data, seq=e.seq)
-                 for e in log.events if e.extends)
+    from tboot_py.policy.inputs import firmware_events as adapt
+
+    return adapt(e for e in log.events if e.extends)
 
 
 def _entry_text(kind: str, data: bytes, cert_sha256: str | None) -> str | None:
