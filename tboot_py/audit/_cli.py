@@ -21,6 +21,11 @@ def register(sub: Any) -> None:
     s.add_argument("log", type=Path, metavar="AUDIT_LOG")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_show)
+    r = asub.add_parser("report", help="write a compliance report (HTML or Markdown) from an intact audit log")
+    r.add_argument("log", type=Path, metavar="AUDIT_LOG")
+    r.add_argument("--format", choices=["html", "md"], default="html")
+    r.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="default: standard output")
+    r.set_defaults(func=_report)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -56,4 +61,21 @@ def _show(args: argparse.Namespace) -> int:
         t.add_row(str(r.get("time")), f"[{colour}]{r.get('decision')}[/]", str(r.get("exit_code")),
                   "\n".join(str(x) for x in r.get("reasons", [])))
     console().print(t)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    import sys
+
+    from tboot_py.audit.report import render_report
+    from tboot_py.errors import InputError
+
+    text = render_report(args.log, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        args.output.write_text(text)
+    except OSError as e:
+        raise InputError(f"cannot write {args.output}: {e.strerror}") from e
     return EXIT_OK
