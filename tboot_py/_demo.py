@@ -167,6 +167,8 @@ def _demo(work: Path, art: object, initrd: Path, tpm: object) -> int:
     logs = sorted((state / "logs").glob("*.log"))
     con.print(tboot_py("log", "show", str(logs[-1])).stdout, markup=False)
     con.print(tboot_py("audit", "verify", str(state / "audit.jsonl")).stdout, markup=False)
+    tboot_py("audit", "report", str(state / "audit.jsonl"), "-o", str(work / "audit-report.html"))
+    con.print(f"compliance report: {work / 'audit-report.html'}")
     con.print(Panel("[bold green]demo passed[/]: the measured launch booted Xen and its dom0, "
                     "and the tampered initrd was refused."))
     return 0
