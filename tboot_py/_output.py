@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -34,3 +35,30 @@ def pcr_table(values: Mapping[str, Mapping[int, bytes]], title: str = "PCRs") ->
         for i in sorted(regs):
             t.add_row(str(i), bank, regs[i].hex())
     return t
+
+
+#: Files at least this large get a progress bar when stderr is a terminal.
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+
+Tracker = Callable[[str, int], "Callable[[int], None] | None"]
+
+
+@contextmanager
+def hash_progress(enabled: bool = True) -> Iterator[Tracker]:
+    """Yields ``track(name, size)``, which returns a bytes-done callback for one file, or
+    None when no bar is wanted (not a terminal, small file, or disabled)."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda _name, _size: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console(stderr=True), transient=True) as bar:
+
+        def track(name: str, size: int) -> Callable[[int], None] | None:
+            if size < PROGRESS_MIN_BYTES:
+                return None
+            task = bar.add_task(name, total=size)
+            return lambda done: bar.update(task, completed=done)
+
+        yield track

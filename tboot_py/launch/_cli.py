@@ -70,14 +70,15 @@ def logged_json(logged: Any) -> list[dict[str, Any]]:
 def _extend(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import console, emit_json, hash_progress
     from tboot_py.launch.builder import extend_and_log
     from tboot_py.tpm import open_tpm
 
     artifacts = artifacts_from_args(args)
     tpm = open_tpm(args.tpm)
     try:
-        logged = extend_and_log(tpm, args.log, artifacts, mapping=args.pcr_map, pcr=args.pcr)
+        with hash_progress(enabled=not args.json) as track:
+            logged = extend_and_log(tpm, args.log, artifacts, mapping=args.pcr_map, pcr=args.pcr, track=track)
     finally:
         tpm.close()
     if args.json:

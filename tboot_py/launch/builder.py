@@ -17,7 +17,8 @@ PCR mappings:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,13 +71,20 @@ def event_data(component: str, m: Measurement) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-def cmdline_digests(cmdline: str, banks: Sequence[HashAlg]) -> DigestSet:
-    data = cmdline.encode()
-    return DigestSet(tuple((b, b.digest(data)) for b in banks))
+#: ``track(name, size)`` -> a bytes-done callback or None (see tboot_py._output.hash_progress).
+Tracker = Callable[[str, int], Callable[[int], None] | None]
+
+
+def _size(source: Path | int) -> int:
+    try:
+        return os.fstat(source).st_size if isinstance(source, int) else source.stat().st_size
+    except OSError:
+        return 0  # measure() reports the error
 
 
 def measure_artifacts(
-    artifacts: Sequence[Artifact], banks: Sequence[HashAlg], mapping: str = "default"
+    artifacts: Sequence[Artifact], banks: Sequence[HashAlg], mapping: str = "default",
+    track: Tracker | None = None,
 ) -> list[Measurement]:
     """Measure every artifact. With the tboot mapping each module is a tboot module hash."""
     out: list[Measurement] = []
@@ -86,7 +94,7 @@ def measure_artifacts(
         if a.component == "cmdline":
             cmd = a.cmdline or ""
             out.append(Measurement(name="cmdline", kind=ArtifactKind.FILE, size=len(cmd.encode()),
-                                   digests=cmdline_digests(cmd, banks), cmdline=cmd))
+                                   digests=DigestSet.of_bytes(cmd.encode(), banks), cmdline=cmd))
             continue
         if a.source is None:
             raise InputError(f"no file given for {a.component}")
@@ -94,7 +102,8 @@ def measure_artifacts(
         if mapping == "tboot":
             kind = ArtifactKind.TBOOT_MODULE
         cmdline = a.cmdline if a.cmdline is not None or kind != ArtifactKind.TBOOT_MODULE else ""
-        out.append(measure(a.source, kind=kind, banks=banks, cmdline=cmdline, name=a.name))
+        progress = track(a.name, _size(a.source)) if track is not None else None
+        out.append(measure(a.source, kind=kind, banks=banks, cmdline=cmdline, name=a.name, progress=progress))
     return out
 
 
@@ -105,6 +114,7 @@ def extend_and_log(
     *,
     mapping: str = "default",
     pcr: int | None = None,
+    track: Tracker | None = None,
 ) -> list[LoggedMeasurement]:
     """Measure, extend every active bank, then append the events to ``log_path``.
 
@@ -116,7 +126,7 @@ def extend_and_log(
     if not banks:
         raise InputError("the TPM has no active PCR bank")
     _check_log_appendable(log_path, banks)
-    measurements = measure_artifacts(artifacts, banks, mapping)
+    measurements = measure_artifacts(artifacts, banks, mapping, track)
     logged: list[LoggedMeasurement] = []
     for a, m in zip(artifacts, measurements, strict=True):
         index = pcr_for(a.component, mapping, pcr)

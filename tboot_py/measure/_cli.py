@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from tboot_py.errors import EXIT_OK
-
-#: Files at least this large get a progress bar when stderr is a terminal.
-PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 
 def register(sub: Any) -> None:
@@ -29,41 +25,23 @@ def _measure(args: argparse.Namespace) -> int:
     import os
 
     from tboot_py import algorithms
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import console, emit_json, hash_progress
     from tboot_py.measure import Measurement, measure
 
     banks = algorithms.parse_banks(args.banks) if args.banks is not None else algorithms.DEFAULT_BANKS
     results: list[Measurement] = []
-    show_progress = not args.json and sys.stderr.isatty()
-    for f in args.files:
-        size = 0
-        if show_progress:
+    with hash_progress(enabled=not args.json) as track:
+        for f in args.files:
             try:
                 size = os.stat(f).st_size
             except OSError:
-                size = 0
-        if show_progress and size >= PROGRESS_MIN_BYTES:
-            results.append(_with_progress(f, size, args, banks))
-        else:
-            results.append(measure(f, kind=args.kind, banks=banks, cmdline=args.cmdline))
+                size = 0  # measure() reports the error
+            results.append(measure(f, kind=args.kind, banks=banks, cmdline=args.cmdline, progress=track(f, size)))
     if args.json:
         emit_json({"measurements": [m.to_json() for m in results]})
     else:
         console().print(_table(results))
     return EXIT_OK
-
-
-def _with_progress(f: str, size: int, args: argparse.Namespace, banks: Any) -> Any:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    from tboot_py._output import console
-    from tboot_py.measure import measure
-
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(f, total=size)
-        return measure(f, kind=args.kind, banks=banks, cmdline=args.cmdline,
-                       progress=lambda done: bar.update(task, completed=done))
 
 
 def _table(results: list[Any]) -> Any:

@@ -153,15 +153,3 @@ def test_parse_error_names_the_file(files: dict[str, Path], tmp_path: Path) -> N
     with pytest.raises(ParseError) as ei:
         measure(t)
     assert ei.value.source == str(t)
-
-
-def test_cli_progress_path(files: dict[str, Path]) -> None:
-    import argparse
-
-    from tboot_py.measure import _cli
-
-    args = argparse.Namespace(kind="auto", cmdline="c=1")
-    f = files["gz"]
-    m = _cli._with_progress(str(f), f.stat().st_size, args, (algorithms.SHA256,))
-    assert m.kind is ArtifactKind.TBOOT_MODULE
-    assert m.digests == measure(f, cmdline="c=1", banks=(algorithms.SHA256,)).digests
