@@ -148,20 +148,22 @@ def combined_log(untrusted_fw: Any | None, untrusted_log: Any, banks: Sequence[A
     return encode_log(events, banks)
 
 
-def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes) -> Any:
+def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
+                      untrusted_fw: Any | None = None) -> Any:
     """Quote every PCR the logs extend with a fresh nonce; verify the quote and the replay.
-    Returns a VerifiedBoot (from :func:`tboot_py.verify.verify_evidence`)."""
+    ``untrusted_fw`` is the firmware log, parsed once by the caller (the policy later reads
+    the same object, never the file again). Returns a VerifiedBoot (from
+    :func:`tboot_py.verify.verify_evidence`)."""
     from tboot_py.attest.evidence import EventLogBlob
     from tboot_py.attest.keys import load_or_create_ak
     from tboot_py.attest.quote import collect_evidence
     from tboot_py.attest.structures import PCRSelection
-    from tboot_py.eventlog import parse_log, read_log
+    from tboot_py.eventlog import parse_log
     from tboot_py.verify.evidence import verify_evidence
     from tboot_py.verify.quote import TrustedAK
 
     banks = tpm.banks()
     untrusted_log = parse_log(log_bytes, source=str(log_path))
-    untrusted_fw = read_log(req.firmware_log) if req.firmware_log is not None else None
     combined = combined_log(untrusted_fw, untrusted_log, banks)
     pcrs = sorted(parse_log(combined).pcrs())
     selection = PCRSelection.of([(b.name, pcrs) for b in banks])
@@ -171,22 +173,33 @@ def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: byt
     return verify_evidence(evidence, TrustedAK(ak.public, ak.qualified_name), nonce, expected_selection=selection)
 
 
+def verified_firmware_log(untrusted_fw: Any, verified: Any) -> Any:
+    """The firmware log reduced to the events a verified quote backs: those on PCRs that
+    the replay reproduced in every bank. Events on other PCRs (the OS extends PCR 10-15
+    without a log, so they are left out of the replay) prove nothing and are dropped
+    (DESIGN.md: parsed input is untrusted until checked against a verified quote)."""
+    import dataclasses
+
+    replayed = [set(p) for p in verified.replayed.values()]
+    backed = set.intersection(*replayed) if replayed else set()
+    return dataclasses.replace(untrusted_fw, events=tuple(e for e in untrusted_fw.events if e.pcr in backed))
+
+
 def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verified: Any,
-                   firmware_log: Path | None) -> Any:
+                   untrusted_fw: Any | None) -> Any:
     from tboot_py.policy.inputs import Inputs, measured
 
     ms = tuple(measured(m, component=c) for m, c in zip(measurements, components, strict=True))
     boot = None
     events = None
-    if firmware_log is not None:
-        # The firmware log is untrusted: it only feeds boot-state rules, and PCR rules still
-        # read the verified quote. (A remote verifier replays it against a quote as well.)
-        from tboot_py.eventlog import read_log
+    if untrusted_fw is not None:
+        # Boot-state and event rules read only the firmware events the quote vouches for,
+        # from the very log object that was replayed; PCR rules read the verified quote.
         from tboot_py.policy.derive import boot_facts, firmware_events
 
-        untrusted_fw = read_log(firmware_log)
-        events = firmware_events(untrusted_fw)
-        boot = boot_facts(untrusted_fw)
+        fw = verified_firmware_log(untrusted_fw, verified)
+        events = firmware_events(fw)
+        boot = boot_facts(fw)
     return Inputs(measurements=ms, pcrs=verified.pcrs.pcrs, boot=boot, events=events)
 
 
@@ -233,11 +246,11 @@ def run_gate(req: GateRequest) -> GateResult:
         if not copies:
             raise InputError("nothing to launch: give --hypervisor, --kernel or --initrd")
         artifacts = _artifacts(req, copies)
-        verified, logged = _measure_extend_verify(req, artifacts, used_log)
+        verified, logged, untrusted_fw = _measure_extend_verify(req, artifacts, used_log)
         measurements = [lm.measurement for lm in logged]
         from tboot_py.policy.engine import evaluate
 
-        inputs = _policy_inputs(measurements, [lm.component for lm in logged], verified, req.firmware_log)
+        inputs = _policy_inputs(measurements, [lm.component for lm in logged], verified, untrusted_fw)
         verdict = evaluate(policy, inputs)
         reasons = tuple(r.message for r in verdict.failures) or ("policy satisfied",)
         code = EXIT_OK if verdict.allowed else EXIT_DENIED
@@ -266,10 +279,14 @@ def run_gate(req: GateRequest) -> GateResult:
                       tuple(copies.values()))
 
 
-def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any], used_log: list[Path]) -> tuple[Any, list[Any]]:
+def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
+                           used_log: list[Path]) -> tuple[Any, list[Any], Any | None]:
+    from tboot_py.eventlog import read_log
     from tboot_py.launch.builder import extend_and_log
     from tboot_py.tpm import open_tpm
 
+    # The firmware log is read exactly once: the replay and the policy see the same events.
+    untrusted_fw = read_log(req.firmware_log) if req.firmware_log is not None else None
     tpm = open_tpm(req.tpm)
     try:
         log_path = req.log_path_for(tpm.boot_counters())
@@ -284,10 +301,10 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any], used_log:
             log_bytes = log_path.read_bytes()
         except OSError as e:
             raise InputError(f"cannot read back the event log {log_path}: {e.strerror}") from e
-        verified = _verify_own_quote(tpm, req, log_path, log_bytes)
+        verified = _verify_own_quote(tpm, req, log_path, log_bytes, untrusted_fw)
     finally:
         tpm.close()
-    return verified, logged
+    return verified, logged, untrusted_fw
 
 
 def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | None) -> list[str]:

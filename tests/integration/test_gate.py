@@ -311,3 +311,41 @@ def test_tboot_pcr_mapping(gate: Setup) -> None:
     assert gate.launched()
     pcrs = json.loads(run_cli("pcrs", "--tpm", gate.tpm.tcti, "--pcr", "18,19", "--json").out)["pcrs"]["sha256"]
     assert pcrs["18"] == "ff" * 32 and pcrs["19"] != "ff" * 32
+
+
+def _fake_firmware_with_unextended_event(s: Setup, pcr: int, text: bytes) -> Path:
+    """The boot loader's real events, then one on ``pcr`` that the TPM never saw."""
+    from tboot_py.eventlog import NewEvent, append_events
+    from tboot_py.tpm import open_tpm
+
+    fw = _fake_firmware(s)
+    tpm = open_tpm(s.tpm.tcti)
+    try:
+        banks = tpm.banks()
+    finally:
+        tpm.close()
+    append_events(fw, [NewEvent(pcr, 0x0D, {b.name: b.digest(text) for b in banks}, text)], banks)
+    return fw
+
+
+def test_unverified_firmware_events_cannot_satisfy_an_events_rule(gate: Setup) -> None:
+    # PCR 14 is outside what the gate replays against its quote (PCR 0-7 and its own), so an
+    # event claimed there is unverified and must not count for a rule.
+    fw = _fake_firmware_with_unextended_event(gate, 14, b"MokListTrusted ok")
+    digest = hashlib.sha256(gate.kernel.read_bytes()).hexdigest()
+    plain = gate.dir / "events.toml"
+    plain.write_text(
+        'version = 1\nmode = "halt"\n'
+        f'[[rules]]\ntype = "reference"\ncomponent = "kernel"\n'
+        f'values = [{{label = "k1", digests = {{sha256 = "{digest}"}}}}]\n'
+        '[[rules]]\ntype = "events"\nrequire = [{pcr = 14, data_contains = "MokListTrusted ok"}]\n')
+    r = gate.launch("--firmware-log", str(fw), policy=plain, trust=False)
+    assert r.rc == 1, r.err
+    assert not gate.launched()
+    assert "required event not found" in r.err
+    # The same rule on a verified PCR (the boot loader's PCR 4 event) is satisfied.
+    plain.write_text(plain.read_text().replace('pcr = 14, data_contains = "MokListTrusted ok"',
+                                               'pcr = 4, data_contains = "bootx64.efi"'))
+    r = gate.launch("--firmware-log", str(fw), policy=plain, trust=False)
+    assert r.rc == 0, r.err
+    assert gate.launched()
