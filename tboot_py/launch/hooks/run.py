@@ -77,16 +77,92 @@ def gate_argv(cfg: GateConfig, *, kernel: str | None, initrd: str | None, cmdlin
 
 # ---------------------------------------------------------------- xl create
 
-_XL_KEY = re.compile(r'^\s*(kernel|ramdisk|cmdline|extra|root)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(#.*)?$')
+#: The keys whose values decide what xl boots (xl.cfg(5), "Direct Kernel Boot").
+_XL_BOOT_KEYS = frozenset({"kernel", "ramdisk", "cmdline", "extra", "root", "bootloader"})
+#: Tokens of xl's config language (tools/libs/util/libxlu_cfg_l.l): lower-case identifiers,
+#: numbers, single- or double-quoted strings with backslash escapes, '=', '+=', lists, and
+#: ';' or a newline between statements. Comments run from '#' to the end of the line.
+_XL_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\r]+) | (?P<comment>\#[^\n]*) | (?P<nl>\n) | (?P<semi>;)
+  | (?P<ident>[a-z][_0-9a-z]*) | (?P<number>[0-9][0-9a-fx]*)
+  | (?P<string>"(?:[^"\\\n]|\\.)*" | '(?:[^'\\\n]|\\.)*')
+  | (?P<op>\+=|=) | (?P<punct>[\[\],])
+""", re.VERBOSE)
+_XL_ESCAPES = {"\\": "\\", '"': '"', "'": "'"}
 
 
-def parse_xl_config(text: str) -> dict[str, str]:
-    """kernel, ramdisk, cmdline/extra/root from an xl domain config (xl.cfg(5))."""
+def _xl_tokens(text: str, where: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        m = _XL_TOKEN.match(text, pos)
+        if m is None:
+            line = text.count("\n", 0, pos) + 1
+            raise InputError(f"{where}: line {line}: xl config syntax the gate cannot read: {text[pos:pos + 20]!r}")
+        kind = m.lastgroup
+        assert kind is not None
+        if kind not in ("ws", "comment"):
+            out.append((kind, m.group()))
+        pos = m.end()
+    return out
+
+
+def _xl_string(tok: str, where: str) -> str:
+    """Decode a quoted xl string. Only \\\\, \\" and \\' are decoded; any other escape is
+    refused, so the measured value is always the one xl passes on."""
+    body, out, i = tok[1:-1], [], 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            nxt = body[i + 1]
+            if nxt not in _XL_ESCAPES:
+                raise InputError(f"{where}: escape \\{nxt} in a boot setting is not supported")
+            out.append(_XL_ESCAPES[nxt])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _xl_quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_xl_config(text: str, where: str = "xl config") -> dict[str, str]:
+    """kernel, ramdisk, cmdline/extra/root and bootloader from an xl domain config
+    (xl.cfg(5)), read with xl's own statement syntax; the last assignment wins, as in xl.
+
+    Fails closed: text the hook cannot tokenize, or a boot setting that is not one plain
+    string, raises InputError, so xl can never boot a value that was not measured."""
+    toks = _xl_tokens(text, where)
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        m = _XL_KEY.match(line)
-        if m:
-            out[m.group(1)] = m.group(2)
+    i = 0
+    while i < len(toks):
+        kind, val = toks[i]
+        if kind in ("nl", "semi"):
+            i += 1
+            continue
+        if kind != "ident" or i + 1 >= len(toks) or toks[i + 1][0] != "op":
+            raise InputError(f"{where}: expected KEY = VALUE at {val!r}")
+        key, op = val, toks[i + 1][1]
+        i += 2
+        start, depth = i, 0
+        while i < len(toks) and (depth or toks[i][0] not in ("nl", "semi")):
+            if toks[i][1] == "[":
+                depth += 1
+            elif toks[i][1] == "]":
+                depth -= 1
+                if depth < 0:
+                    raise InputError(f"{where}: unbalanced ']' in {key}")
+            i += 1
+        value = [t for t in toks[start:i] if t[0] != "nl"]
+        if depth or not value:
+            raise InputError(f"{where}: {key} has no complete value")
+        if key in _XL_BOOT_KEYS:
+            if op != "=" or len(value) != 1 or value[0][0] != "string":
+                raise InputError(f"{where}: {key} must be one quoted string for a measured launch")
+            out[key] = _xl_string(value[0][1], f"{where}: {key}")
     return out
 
 
@@ -96,13 +172,17 @@ def xl_create(args: Sequence[str]) -> list[str]:
         raise InputError("usage: tboot-py hook xl-create CONFIG [VAR=VALUE ...]")
     config = Path(args[0])
     try:
-        keys = parse_xl_config(config.read_text())
+        keys = parse_xl_config(config.read_text(), str(config))
     except OSError as e:
         raise InputError(f"{config}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{config}: not text: {e}") from None
     for extra in args[1:]:
-        m = _XL_KEY.match(extra)
-        if m:
-            keys[m.group(1)] = m.group(2)
+        # xl create reads each VAR=VALUE as one more line of the config.
+        keys.update(parse_xl_config(extra, f"argument {extra!r}"))
+    if keys.get("bootloader"):
+        raise InputError(f"{config}: bootloader={keys['bootloader']!r} picks the kernel from the guest's disk; "
+                         "a measured launch needs direct kernel boot")
     if "kernel" not in keys:
         raise InputError(f"{config}: no kernel= line; nothing to measure")
     cmdline = keys.get("cmdline")
@@ -113,7 +193,7 @@ def xl_create(args: Sequence[str]) -> list[str]:
     if "ramdisk" in keys:
         command.append('ramdisk="{initrd}"')
     if cmdline is not None:
-        command.append(f'cmdline="{cmdline}"')
+        command.append(f"cmdline={_xl_quote(cmdline)}")
     return gate_argv(load_config(), kernel=keys["kernel"], initrd=keys.get("ramdisk"), cmdline=cmdline,
                      dry_run=False, command=command)
 
