@@ -175,3 +175,27 @@ def verify_ek_chain(cert_der: bytes, ca: Path | list[x509.Certificate]) -> tuple
     if not r.ok:
         raise EKCertificateError(f"EK certificate rejected: {r.reason}")
     return r.chain
+
+
+def ek_publics_for_certificate(cert_der: bytes) -> list[st.Public]:
+    """The EK public areas a TPM derives from the TCG default templates (EK Credential
+    Profile 2.3, B.3/B.4) for the certificate's key: the template with the certificate's
+    key as ``unique``. Their Names tie an AK's Qualified Name to this EK."""
+    import dataclasses
+
+    from tboot_py.attest.keys import EK_KINDS
+
+    key = load_certificate(cert_der).public_key()
+    out: list[st.Public] = []
+    for kind in EK_KINDS.values():
+        t = kind.template
+        if isinstance(key, rsa.RSAPublicKey) and t.type == st.ALG_RSA and key.key_size == t.rsa_bits:
+            nums = key.public_numbers()
+            if nums.e == 65537:  # the templates leave the exponent 0: the default 2^16+1
+                out.append(dataclasses.replace(t, unique=nums.n.to_bytes(t.rsa_bits // 8, "big")))
+        elif isinstance(key, ec.EllipticCurvePublicKey) and t.type == st.ALG_ECC:
+            curve, size = st.CURVES.get(t.curve, ("", 0))
+            if key.curve.name == {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}.get(curve):
+                pt = key.public_numbers()
+                out.append(dataclasses.replace(t, ecc_x=pt.x.to_bytes(size, "big"), ecc_y=pt.y.to_bytes(size, "big")))
+    return out

@@ -130,6 +130,7 @@ def verify_evidence(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
         if evidence.ek_certificate is None:
             raise EKCertificateError("the evidence carries no EK certificate")
         chain = verify_ek_chain(evidence.ek_certificate, ek_ca)
+        _check_ak_under_ek(evidence, ak_public, evidence.ek_certificate)
 
     from tboot_py.eventlog import parse_log
 
@@ -176,6 +177,28 @@ def verify_evidence(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
         return VerifiedBoot(vp, events, {b: tuple(sorted(r)) for b, r in replayed.items()}, chain)
     finally:
         _MINTING.reset(token)
+
+
+def _check_ak_under_ek(evidence: Evidence, ak_public: AKPublic, cert_der: bytes) -> None:
+    """A certified EK vouches for the AK only if the quote's signer is an AK under that EK:
+    qualifiedSigner = QN(QN(EK), AK) (TPM 2.0 Part 1, 16), with the EK derived from its
+    default template and the certificate's key. Without this, any genuine EK certificate
+    (from another TPM) could be attached to a quote. Call after verify_quote succeeded."""
+    from tboot_py.attest.ekcert import EKCertificateError, ek_publics_for_certificate
+    from tboot_py.verify.quote import TrustedAK, _resolve_ak
+
+    ak = _resolve_ak(ak_public).public
+    if ak is None:
+        raise EKCertificateError("a bare AK key cannot be tied to the EK certificate: give the AK's public area "
+                                 "(ak.json, TPMT_PUBLIC or TPM2B_PUBLIC)")
+    try:
+        signer = st.parse_attest(evidence.untrusted_attest).qualified_signer  # verified by verify_quote
+        names = [TrustedAK.under_ek(ak, ek).qualified_name for ek in ek_publics_for_certificate(cert_der)]
+    except ParseError as e:
+        raise EKCertificateError(f"EK certificate: {e.diagnostics()}") from e
+    if not any(n is not None and hmac.compare_digest(signer, n) for n in names):
+        raise EKCertificateError("the quote was not signed by an AK under the certified EK (qualifiedSigner "
+                                 "is not QN(EK, AK)): the EK certificate does not vouch for this AK")
 
 
 def _divergence(bank: str, pcr: int, trail: list[tuple[str, Any, bytes]], quoted: bytes, replayed: bytes) -> str:

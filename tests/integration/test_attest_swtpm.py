@@ -188,3 +188,37 @@ def test_cli_attest_and_verify(swtpm: Swtpm, ca_dir: Path, tmp_path: Path) -> No
     assert r.rc == 2 and "Traceback" not in r.err
     r = run_cli("attest", "activate", "--tpm", swtpm.tcti, "--state", str(state), "--ek-ca", str(ca_dir))
     assert r.rc == 0, r.err
+
+
+def test_ek_certificate_of_another_tpm_is_not_accepted_for_this_ak(swtpm: Swtpm, ca_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """A genuine EK certificate proves nothing about an AK unless the quote's signer is an
+    AK under that EK: a certificate taken from another TPM (same CA) must be refused."""
+    from conftest import start_swtpm
+
+    state = tmp_path / "state"
+    assert run_cli("attest", "ak", "--tpm", swtpm.tcti, "--state", str(state)).rc == 0
+    ev = tmp_path / "ev.json"
+    r = run_cli("attest", "quote", "--tpm", swtpm.tcti, "--state", str(state), "--pcrs", "sha256:0-7",
+                "--nonce", "0a0b0c", "--ek-cert", "--out", str(ev))
+    assert r.rc == 0, r.err
+    args = ["verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--ek-ca", str(ca_dir)]
+    assert run_cli(*args).rc == 0
+    other = start_swtpm(tmp_path / "other-swtpm", ca_dir)
+    try:
+        t = EsapiTPM(other.tcti)
+        try:
+            foreign = keys.read_ek_certificate(t, "rsa")
+        finally:
+            t.close()
+    finally:
+        other.stop()
+    assert foreign is not None
+    assert ekcert.check_ek_chain(foreign, ekcert.load_ca_dir(ca_dir)).ok  # a genuine certificate ...
+    doc = json.loads(ev.read_text())
+    import base64
+    doc["ek_certificate"] = base64.b64encode(foreign).decode()
+    ev.write_text(json.dumps(doc))
+    r = run_cli(*args)
+    assert r.rc == 1, r.out  # ... of another TPM
+    assert "EK" in r.out
