@@ -139,7 +139,7 @@ def _parse(buf: bytes, source: str | None) -> EventLog:
             break
     if spec is None:
         return EventLog(LogFormat.SHA1, None, tuple(events), source)
-    _parse_agile(buf, off, seq, spec, events, source)
+    _parse_agile(buf, off, n, seq, spec, events, source)
     return EventLog(LogFormat.CRYPTO_AGILE, spec, tuple(events), source)
 
 
@@ -159,8 +159,10 @@ def _txt_container(buf: bytes, source: str | None) -> tuple[int, int]:
     return first, nxt
 
 
-def _parse_agile(buf: bytes, off: int, seq: int, spec: SpecIdEvent, events: list[Event], source: str | None) -> None:
-    n = len(buf)
+def _parse_agile(buf: bytes, off: int, n: int, seq: int, spec: SpecIdEvent, events: list[Event],
+                 source: str | None) -> None:
+    """TCG_PCR_EVENT2 records from ``off`` up to ``n`` (the end of the log, or of the records
+    of a TXT event container: the container space after next_event_offset is unused)."""
     sizes = dict(spec.algorithms)
     nalgs = len(spec.algorithms)
     # Fast path: a record carrying every bank in header order has a fixed layout.

@@ -206,3 +206,16 @@ def test_txt_tpm12_container_drtm_log() -> None:
     struct.pack_into("<I", bad, 44, 10_000)
     with pytest.raises(ParseError, match="offsets"):
         parse_log(bytes(bad))
+
+
+def test_txt_container_bounds_hold_for_crypto_agile_records() -> None:
+    # Records end at the container's next_event_offset; the bytes after it are unused
+    # container space, never events, whatever record layout comes before them.
+    rec = ev2(17, 0x402, two(b"sinit"), b"")
+    inside = sha1_rec(0, 3, b"\x00" * 20, spec_id(ALGS)) + rec
+    raw = bytearray(txt_container(inside, slack=0) + ev2(18, 0x404, two(b"forged"), b""))
+    struct.pack_into("<I", raw, 36, len(raw))  # the container size covers the unused space
+    log = parse_log(bytes(raw))
+    end = 48 + len(inside)
+    assert [(e.pcr, e.event_type) for e in log.events] == [(0, 3), (17, 0x402)]
+    assert all(e.offset < end for e in log.events)
