@@ -190,6 +190,18 @@ def _parse_binary(buf: bytes, source: str | None) -> ImaLog:
     return ImaLog(tuple(events), False, source)
 
 
+def _ascii_field(fid: str, text: str) -> bytes:
+    """A trailing template field as the kernel prints it: hex, except a digest-with-algorithm
+    field (d-modsig), printed ``<algo>:<hex>`` and stored ``<algo>:\\0<digest>``
+    (ima_template_lib.c, DATA_FMT_DIGEST_WITH_ALGO); an empty field prints nothing."""
+    if fid == "d-modsig" and text:
+        alg, sep, hexd = text.partition(":")
+        if not sep or not alg:
+            raise ValueError("digest lacks an algorithm prefix")
+        return alg.encode("ascii") + b":\x00" + bytes.fromhex(hexd)
+    return bytes.fromhex(text)
+
+
 def _parse_ascii(text: str, source: str | None) -> ImaLog:
     events: list[ImaEvent] = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -223,7 +235,7 @@ def _parse_ascii(text: str, source: str | None) -> ImaLog:
                     k = len(ids) - 2
                     if len(tail) < k + 1:
                         tail = tail + [""] * (k + 1 - len(tail))
-                    extra = [bytes.fromhex(x) for x in tail[len(tail) - k:]]
+                    extra = [_ascii_field(fid, x) for fid, x in zip(ids[2:], tail[len(tail) - k:], strict=True)]
                     tail = tail[:len(tail) - k]
                 name = " ".join(tail).encode() + b"\x00"
                 fields = [("d-ng", dng), ("n-ng", name), *zip(ids[2:], extra, strict=True)]

@@ -75,3 +75,24 @@ def test_violation_extends_ff() -> None:
 def test_bad_lists_raise_parse_error(bad: bytes | str) -> None:
     with pytest.raises(ParseError):
         parse_ima(bad)
+
+
+def test_ima_modsig_ascii_line() -> None:
+    # ima-modsig (Documentation/security/IMA-templates.rst): d-ng|n-ng|sig|d-modsig|modsig. The
+    # kernel prints d-modsig like d-ng, "<algo>:<hex>", and stores it as "<algo>:\0<digest>".
+    fd, md = hashlib.sha256(b"module").digest(), hashlib.sha256(b"module without sig").digest()
+    sig, modsig = bytes.fromhex("030204aabbccdd"), bytes.fromhex("3082000102")
+    fields = [b"sha256:\0" + fd, b"/lib/modules/a b.ko\0", sig, b"sha256:\0" + md, modsig]
+    th = hashlib.sha1(b"".join(struct.pack("<I", len(v)) + v for v in fields)).digest()
+    line = f"10 {th.hex()} ima-modsig sha256:{fd.hex()} /lib/modules/a b.ko {sig.hex()} sha256:{md.hex()} " \
+        f"{modsig.hex()}\n"
+    e = parse_ima(line).events[0]
+    assert [v for _, v in e.fields] == fields
+    assert e.file_name == "/lib/modules/a b.ko" and e.signature == sig
+    assert template_hash_ok(e)
+    # Without an appended signature the last three fields are empty (a space each).
+    fields2 = [b"sha256:\0" + fd, b"/x\0", b"", b"", b""]
+    th2 = hashlib.sha1(b"".join(struct.pack("<I", len(v)) + v for v in fields2)).digest()
+    e2 = parse_ima(f"10 {th2.hex()} ima-modsig sha256:{fd.hex()} /x   \n").events[0]
+    assert [v for _, v in e2.fields] == fields2 and template_hash_ok(e2)
+    assert parse_ima(pack_binary(e)).events[0].fields == e.fields
