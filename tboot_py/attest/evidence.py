@@ -93,7 +93,7 @@ def parse_pcr_json(obj: object, source: str = "pcrs") -> dict[str, dict[int, byt
             raise ParseError(f"PCR values for {bank}: expected an object", 0, source)
         vals: dict[int, bytes] = {}
         for k, v in regs.items():
-            if not (isinstance(k, str) and k.isdigit() and int(k) < 24):
+            if not (isinstance(k, str) and k.isascii() and k.isdigit() and int(k) < 24):
                 raise ParseError(f"PCR values for {bank}: bad PCR index {k!r}", 0, source)
             try:
                 d = bytes.fromhex(v) if isinstance(v, str) else None
