@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -170,7 +171,11 @@ _STATE_FILE = "ak.json"
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    # Never writable by others, whatever the umask (the gate trusts this state).
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
 
 
@@ -191,7 +196,7 @@ def _load_state(state: Path) -> dict[str, Any] | None:
 def _save_state(state: Path, ak: AK, private: bytes) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    state.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
     rec = {"handle": f"0x{ak.handle:08x}", "alg": ak.alg, "name": ak.name.hex(),
            "qualified_name": ak.qualified_name.hex(),
            "public": base64.b64encode(ak.public.raw).decode(), "private": base64.b64encode(private).decode()}

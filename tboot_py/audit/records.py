@@ -57,9 +57,11 @@ def _last_hash(path: Path) -> str:
 
 def append_record(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     """Append ``record`` (with ``prev`` and ``hash`` added) under an exclusive lock, fsync'd."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Only the gate's user may write the log, its lock or a directory made for them: a
+    # writer could otherwise rewrite the (unkeyed) chain or hold the lock forever.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = path.with_name(path.name + ".lock")
-    with lock.open("a") as lf:
+    with os.fdopen(os.open(lock, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "a") as lf:
         fcntl.flock(lf, fcntl.LOCK_EX)
         prev = _last_hash(path) if path.exists() else GENESIS
         full = dict(record)

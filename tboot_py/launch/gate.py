@@ -292,8 +292,9 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
         log_path = req.log_path_for(tpm.boot_counters())
         used_log.append(log_path)
         try:
-            req.state.mkdir(parents=True, exist_ok=True)
-            log_path.parent.mkdir(parents=True, exist_ok=True)
+            # The state holds the AK, the event logs and the audit log: private to the gate.
+            req.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+            log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise InputError(f"cannot create {log_path.parent}: {e.strerror}") from e
         logged = extend_and_log(tpm, log_path, artifacts, mapping=req.pcr_map, pcr=req.pcr)

@@ -349,3 +349,21 @@ def test_unverified_firmware_events_cannot_satisfy_an_events_rule(gate: Setup) -
     r = gate.launch("--firmware-log", str(fw), policy=plain, trust=False)
     assert r.rc == 0, r.err
     assert gate.launched()
+
+
+def test_state_directory_is_private_whatever_the_umask(gate: Setup) -> None:
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        r = gate.launch(in_process=True)
+    finally:
+        os.umask(old)
+    assert r.rc == 0, r.err
+    # The directories are private; the gate's own files in them are not writable by others.
+    files = [*gate.state.glob("ak.*"), *gate.state.glob("audit.jsonl*")]
+    assert len(files) == 5
+    for p in (gate.state, gate.state / "logs", *files):
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert not mode & (stat.S_IWOTH | stat.S_IWGRP), (p, oct(mode))

@@ -57,3 +57,18 @@ def test_cli_verify_and_show(tmp_path: Path) -> None:
     bad = run_cli("audit", "verify", str(p))
     assert bad.rc == 1 and "line 2" in bad.err
     assert run_cli("audit", "verify", str(tmp_path / "missing")).rc == 2
+
+
+def test_new_audit_log_is_not_writable_by_others_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "new-dir" / "audit.jsonl"
+    old = os.umask(0)
+    try:
+        append_record(path, {"decision": "deny"})
+    finally:
+        os.umask(old)
+    for p in (path.parent, path, path.with_name(path.name + ".lock")):
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert not mode & (stat.S_IWOTH | stat.S_IWGRP), (p, oct(mode))
