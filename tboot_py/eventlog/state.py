@@ -150,6 +150,22 @@ def _hexdigests(e: Event) -> tuple[tuple[str, str], ...]:
     return tuple((bank_name(a), d.hex()) for a, d in e.digests)
 
 
+#: The Secure Boot configuration variables and their vendor GUIDs (UEFI 2.10, 3.3 and 32.6.1).
+_SB_CONFIG_VARS = {
+    "SecureBoot": efi.EFI_GLOBAL_VARIABLE, "PK": efi.EFI_GLOBAL_VARIABLE, "KEK": efi.EFI_GLOBAL_VARIABLE,
+    "db": efi.EFI_IMAGE_SECURITY_DATABASE, "dbx": efi.EFI_IMAGE_SECURITY_DATABASE,
+}
+
+
+def _is_firmware_sb_config(e: Event, d: EfiVariableEvent, seen_sep: dict[int, list[Event]]) -> bool:
+    """Whether ``e`` is the firmware's measurement of a Secure Boot configuration variable:
+    EV_EFI_VARIABLE_DRIVER_CONFIG in PCR 7 under the variable's own GUID, before PCR 7's
+    EV_SEPARATOR (PFP 3.3.4.8 and 10.4.4). Later look-alikes come from code that ran after
+    the firmware and say nothing about the platform's Secure Boot state."""
+    return (e.event_type == m.EV_EFI_VARIABLE_DRIVER_CONFIG and e.pcr == 7 and 7 not in seen_sep
+            and _SB_CONFIG_VARS.get(d.name) == d.variable.guid)
+
+
 _IMAGE_TYPES = (m.EV_EFI_BOOT_SERVICES_APPLICATION, m.EV_EFI_BOOT_SERVICES_DRIVER, m.EV_EFI_RUNTIME_SERVICES_DRIVER)
 
 
@@ -185,11 +201,11 @@ def boot_state(log: EventLog) -> BootState:
                 a = _authority(e.seq, d)
                 authorities.append(a)
                 pending.append(a)
-            elif d.name == "SecureBoot" and d.variable.guid == efi.EFI_GLOBAL_VARIABLE and e.pcr == 7:
+            elif _is_firmware_sb_config(e, d, seen_sep) and d.name == "SecureBoot":
                 secure_boot = bool(d.enabled)
-            elif d.name in ("PK", "KEK", "db", "dbx") and e.pcr == 7 and d.signatures is not None:
+            elif _is_firmware_sb_config(e, d, seen_sep) and d.signatures is not None:
                 dbs[d.name] = _sigdb(d)
-            elif d.name in ("PK", "KEK", "db", "dbx") and e.pcr == 7:
+            elif _is_firmware_sb_config(e, d, seen_sep):
                 dbs[d.name] = SignatureDb((), (), 0) if not d.variable.data else SignatureDb((), (), 1)
             else:
                 variables[d.name] = d.variable.data.hex()

@@ -200,3 +200,30 @@ def test_boot_state_no_secure_boot_and_grub_cmdline() -> None:
 def test_boot_state_of_log_without_pcr7_is_unknown() -> None:
     st = boot_state(parse_log(struct.pack("<II20sI", 0, 8, b"\0" * 20, 2) + b"v1"))
     assert st.secure_boot is None and st.db is None and st.loaded_images == ()
+
+
+def test_boot_state_takes_secure_boot_config_from_firmware_only() -> None:
+    # PFP 3.3.4.8 / 10.4.4: firmware measures SecureBoot, PK, KEK (EFI_GLOBAL_VARIABLE) and
+    # db, dbx (EFI_IMAGE_SECURITY_DATABASE) into PCR 7 *before* its EV_SEPARATOR. Code that runs
+    # later (any boot loader, when Secure Boot is off) can extend PCR 7 with look-alike events;
+    # those must not turn Secure Boot "on" or replace the databases.
+    def rec(etype: int, data: bytes, pcr: int = 7) -> bytes:
+        return struct.pack("<III", pcr, etype, 1) + struct.pack("<H", 0x0B) + hashlib.sha256(data).digest() \
+            + struct.pack("<I", len(data)) + data
+
+    spec = b"Spec ID Event03\x00" + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, 1) + struct.pack("<HH", 0x0B, 32) + b"\0"
+    real_db = esl(SHA256_T, [hashlib.sha256(b"good").digest()])
+    fake_db = esl(SHA256_T, [hashlib.sha256(b"evil").digest()])
+    cfg = m.EV_EFI_VARIABLE_DRIVER_CONFIG
+    raw = struct.pack("<II20sI", 0, 3, b"\0" * 20, len(spec)) + spec + b"".join([
+        rec(cfg, var(GLOBAL, "SecureBoot", b"\x00")),
+        rec(cfg, var(SECDB, "db", real_db)),
+        rec(cfg, var(OWNER, "db", fake_db)),  # a vendor variable that happens to be called db
+        rec(m.EV_SEPARATOR, b"\0" * 4),
+        rec(cfg, var(GLOBAL, "SecureBoot", b"\x01")),  # after the separator: not firmware config
+        rec(cfg, var(SECDB, "dbx", fake_db)),
+    ])
+    st = boot_state(parse_log(raw))
+    assert st.secure_boot is False
+    assert st.db is not None and st.db.hashes == (("sha256", hashlib.sha256(b"good").digest().hex()),)
+    assert st.dbx is None
