@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Coverage-guided fuzzing (atheris) of the event-log parsers, bounded in time.
+"""Coverage-guided fuzzing (atheris) of the event-log and artifact parsers, bounded in time.
 
     tests/fuzz/run_all.py --seconds 60            # every target, the time split between them
     tests/fuzz/run_all.py --target parse_log --seconds 30
 
 Each target runs in its own process under libFuzzer. A target fails on any exception other
 than ParseError (the only exception a parser may raise) and on any exception from the code
-that consumes a parsed log (replay, decoders, boot state, digest checks). Seeds come from the
-real logs in ../shared/corpus; new inputs go to a temporary directory, never to the corpus.
+that consumes a parsed log (replay, decoders, boot state, digest checks). The PE/Authenticode
+target and the gzip tboot-module target fail on anything but ParseError (and the gzip-bomb
+InputError). Seeds come from the real logs in ../shared/corpus and from PE and gzip images
+built here; new inputs go to a temporary directory, never to the corpus.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpus" / "logs"
-TARGETS = ("parse_log", "ima", "cel")
+TARGETS = ("parse_log", "ima", "cel", "authenticode", "tboot_gzip")
 
 
 def _target(name: str) -> object:
@@ -62,7 +64,34 @@ def _target(name: str) -> object:
             return
         consume(log)
 
-    return {"parse_log": fuzz_parse, "ima": fuzz_ima, "cel": fuzz_cel}[name]
+    with atheris.instrument_imports():
+        import pefile  # noqa: F401  (imported lazily by the PE adapter; instrumented here)
+
+        from tboot_py.algorithms import SHA1, SHA256
+        from tboot_py.measure.artifacts import ArtifactKind, detect_kind
+        from tboot_py.measure.authenticode import authenticode_digests
+        from tboot_py.measure.tboot import DecompressedTooLarge, tboot_module_digests
+
+    def fuzz_authenticode(data: bytes) -> None:
+        kind = detect_kind(data)
+        try:
+            digests, size = authenticode_digests(data, (SHA1, SHA256))
+        except ParseError:
+            return
+        # A digest comes only from something that is a PE image, covering the whole file.
+        assert kind is ArtifactKind.PE and size == len(data), (kind, size)
+        assert len(digests["sha256"]) == 32
+
+    def fuzz_gzip(data: bytes) -> None:
+        for img in (data, b"\x1f\x8b" + data):
+            try:
+                digests, size, gz = tboot_module_digests(img, "console=com1", (SHA256,), max_decompressed=1 << 24)
+            except (ParseError, DecompressedTooLarge):
+                continue
+            assert size == len(img) and gz == img.startswith(b"\x1f\x8b") and len(digests["sha256"]) == 32
+
+    return {"parse_log": fuzz_parse, "ima": fuzz_ima, "cel": fuzz_cel, "authenticode": fuzz_authenticode,
+            "tboot_gzip": fuzz_gzip}[name]
 
 
 def _seeds(name: str, directory: Path) -> None:
@@ -77,6 +106,20 @@ def _seeds(name: str, directory: Path) -> None:
             (directory / p.name).write_bytes(p.read_bytes())
         elif name == "cel":
             (directory / (p.stem + ".json")).write_text(json.dumps(to_cel(read_log(p)))[:20000])
+    if name == "authenticode":
+        sys.path.insert(0, str(REPO / "tests"))
+        from _pe_synth import Sec, build_pe, win_certificate, with_cert_table
+
+        pe = build_pe([Sec(b".text", b"\x90" * 0x300), Sec(b".data", b"D" * 0x80)], trailing=b"tail")
+        (directory / "pe32plus").write_bytes(pe.data)
+        (directory / "pe32").write_bytes(build_pe(pe32plus=False, n_rva=4).data)
+        assert pe.certdir_off is not None
+        (directory / "signed").write_bytes(with_cert_table(pe.data, pe.certdir_off, win_certificate()))
+    if name == "tboot_gzip":
+        import gzip
+
+        (directory / "one").write_bytes(gzip.compress(b"multiboot module " * 64))
+        (directory / "two").write_bytes(gzip.compress(b"a" * 100) + gzip.compress(b"b" * 3))
     if name == "ima":
         h = "00" * 20
         (directory / "ascii").write_text(f"10 {h} ima-ng sha256:{'00' * 32} /init\n10 {h} ima {h} /bin/sh\n")
