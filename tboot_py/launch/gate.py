@@ -24,6 +24,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -251,7 +252,7 @@ def run_gate(req: GateRequest) -> GateResult:
         from tboot_py.policy.engine import evaluate
 
         inputs = _policy_inputs(measurements, [lm.component for lm in logged], verified, untrusted_fw)
-        verdict = evaluate(policy, inputs)
+        verdict = evaluate(policy, inputs, require_coverage=True)
         reasons = tuple(r.message for r in verdict.failures) or ("policy satisfied",)
         code = EXIT_OK if verdict.allowed else EXIT_DENIED
         result = GateResult(verdict.allowed, code, reasons, verdict, tuple(measurements))
@@ -308,20 +309,29 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
     return verified, logged, untrusted_fw
 
 
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(" + "|".join(PLACEHOLDERS) + r")\}")
+
+
+def escape_braces(text: str) -> str:
+    """Quote literal text for a launch command: ``{`` and ``}`` are doubled, as in str.format."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | None) -> list[str]:
-    """Substitute ``{hypervisor}``, ``{kernel}``, ``{initrd}`` and ``{cmdline}`` in the command."""
-    values = {c.component: c.path for c in copies}
+    """Substitute ``{hypervisor}``, ``{kernel}``, ``{initrd}`` and ``{cmdline}`` in one pass
+    (a substituted value is never scanned again); ``{{`` and ``}}`` stand for braces."""
+    values: dict[str, str] = {str(c.component): str(c.path) for c in copies}
     values["cmdline"] = cmdline or ""
-    out = []
-    for arg in command:
-        for key in PLACEHOLDERS:
-            token = "{" + key + "}"
-            if token in arg:
-                if key not in values:
-                    raise InputError(f"the launch command uses {token} but no {key} was given")
-                arg = arg.replace(token, values[key])
-        out.append(arg)
-    return out
+
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key is None:
+            return m.group(0)[0]
+        if key not in values:
+            raise InputError(f"the launch command uses {{{key}}} but no {key} was given")
+        return values[key]
+
+    return [_PLACEHOLDER.sub(sub, arg) for arg in command]
 
 
 def exec_launcher(command: Sequence[str], copies: Sequence[Any], cmdline: str | None) -> None:

@@ -190,10 +190,20 @@ class _Evaluator:
         return _Outcome(False)
 
     def cmdline(self, rule: ReferenceRule, name: str) -> _Outcome:
-        actual = self.actual_cmdline()
-        if actual is None:
+        """Every command line being launched (the kernel's, and the hypervisor's when it is
+        measured separately) must match one of the rule's values."""
+        actuals = self.actual_cmdlines()
+        if not actuals:
             self.add(name, "reference", False, "no kernel command line was given", component="cmdline", fatal=True)
             return _Outcome(False, True)
+        passed = True
+        for actual in actuals:
+            passed = self.match_cmdline(rule, name, actual).passed and passed
+            if not passed and self.halt:
+                break
+        return _Outcome(passed)
+
+    def match_cmdline(self, rule: ReferenceRule, name: str, actual: str) -> _Outcome:
         raw = actual.encode()
         expired: list[ReferenceValue] = []
         for v in rule.values:
@@ -203,27 +213,29 @@ class _Evaluator:
                 if v.expired(self.today):
                     expired.append(v)
                     continue
-                self.add(name, "reference", True, f"command line matches {v.label!r}", component="cmdline",
-                         expected=(actual,), actual=actual)
+                self.add(name, "reference", True, f"command line {actual!r} matches {v.label!r}",
+                         component="cmdline", expected=(actual,), actual=actual)
                 return _Outcome(True)
         if expired:
             self.add(name, "reference", False,
-                     f"command line matches {expired[0].label!r}, which expired on {expired[0].expires}",
+                     f"command line {actual!r} matches {expired[0].label!r}, which expired on {expired[0].expires}",
                      component="cmdline", actual=actual)
             return _Outcome(False)
         expected = tuple(v.cmdline if v.cmdline is not None else
                          ", ".join(f"{b}:{d.hex()}" for b, d in v.digests) for v in rule.values)
-        self.add(name, "reference", False, "command line matches no reference value", component="cmdline",
-                 expected=expected, actual=actual)
+        self.add(name, "reference", False, f"command line {actual!r} matches no reference value",
+                 component="cmdline", expected=expected, actual=actual)
         return _Outcome(False)
 
-    def actual_cmdline(self) -> str | None:
+    def actual_cmdlines(self) -> list[str]:
+        """The measured command lines: the cmdline components, or else the kernel's (a tboot
+        module hash binds the kernel's command line into the kernel measurement)."""
         ms = self.inputs.measurements
         for comp in (Component.CMDLINE, Component.KERNEL):
-            for m in ms:
-                if m.component is comp and m.cmdline is not None:
-                    return m.cmdline
-        return None
+            found = [m.cmdline for m in ms if m.component is comp and m.cmdline is not None]
+            if found:
+                return found
+        return []
 
     # -------------------------------------------------------------- PCRs
 
@@ -460,15 +472,39 @@ def _event_text(e: FirmwareEvent) -> str:
     return f"{where}{t} pcr {e.pcr}"
 
 
-def evaluate(policy: Policy, inputs: Inputs) -> Verdict:
+def covered_components(rules: tuple[Rule, ...]) -> set[Component]:
+    """Components that some reference or tboot-vlp rule in the tree speaks about."""
+    out: set[Component] = set()
+    for r in rules:
+        if isinstance(r, ReferenceRule):
+            out.add(r.component)
+        elif isinstance(r, TbootVlpRule):
+            out.update(r.modules)
+        elif isinstance(r, AllOf | AnyOf):
+            out |= covered_components(r.rules)
+    return out
+
+
+def evaluate(policy: Policy, inputs: Inputs, *, require_coverage: bool = False) -> Verdict:
     """Evaluate ``policy`` against ``inputs``. Never raises for a mismatch; every finding is a
-    Reason. Read ``verdict.allowed``."""
+    Reason. Read ``verdict.allowed``.
+
+    ``require_coverage`` (the launch gate sets it): every component being launched must be
+    named by some reference (or tboot-vlp) rule; an artifact the policy says nothing about
+    is a mismatch, never silently allowed.
+    """
     ev = _Evaluator(policy, inputs)
     if not policy.rules:  # the loader refuses this; a hand-built empty policy still denies
         ev.add("rules", "policy", False, "the policy has no rules", fatal=True)
         outcome = _Outcome(False, True)
     else:
         outcome = ev.all_of(policy.rules, "")
+    if require_coverage:
+        covered = covered_components(policy.rules)
+        for comp in sorted({m.component for m in inputs.measurements} - covered, key=lambda c: c.value):
+            ev.add("coverage", "reference", False,
+                   f"the policy has no reference rule for the {comp.value} being launched", component=comp.value)
+            outcome = _Outcome(False, outcome.fatal)
     if outcome.passed:
         allowed = True
     elif policy.mode is Mode.NONFATAL and not outcome.fatal:

@@ -333,11 +333,15 @@ def test_unverified_firmware_events_cannot_satisfy_an_events_rule(gate: Setup) -
     # event claimed there is unverified and must not count for a rule.
     fw = _fake_firmware_with_unextended_event(gate, 14, b"MokListTrusted ok")
     digest = hashlib.sha256(gate.kernel.read_bytes()).hexdigest()
+    initrd = hashlib.sha256(gate.initrd.read_bytes()).hexdigest()
     plain = gate.dir / "events.toml"
     plain.write_text(
         'version = 1\nmode = "halt"\n'
         f'[[rules]]\ntype = "reference"\ncomponent = "kernel"\n'
         f'values = [{{label = "k1", digests = {{sha256 = "{digest}"}}}}]\n'
+        f'[[rules]]\ntype = "reference"\ncomponent = "initrd"\n'
+        f'values = [{{label = "i1", digests = {{sha256 = "{initrd}"}}}}]\n'
+        '[[rules]]\ntype = "reference"\ncomponent = "cmdline"\nvalues = [{label = "c", cmdline = "console=hvc0"}]\n'
         '[[rules]]\ntype = "events"\nrequire = [{pcr = 14, data_contains = "MokListTrusted ok"}]\n')
     r = gate.launch("--firmware-log", str(fw), policy=plain, trust=False)
     assert r.rc == 1, r.err
@@ -367,3 +371,13 @@ def test_state_directory_is_private_whatever_the_umask(gate: Setup) -> None:
     for p in (gate.state, gate.state / "logs", *files):
         mode = stat.S_IMODE(p.stat().st_mode)
         assert not mode & (stat.S_IWOTH | stat.S_IWGRP), (p, oct(mode))
+
+
+def test_artifact_the_policy_does_not_mention_is_refused(gate: Setup) -> None:
+    plain = gate.dir / "kernel-only.toml"
+    _ok(run_cli("policy", "init", str(plain)))
+    _ok(run_cli("policy", "add", str(plain), "--component", "kernel", "--file", str(gate.kernel)))
+    _ok(run_cli("policy", "add", str(plain), "--component", "cmdline", "--cmdline", "console=hvc0"))
+    r = gate.launch(policy=plain, trust=False)  # the initrd is launched, but no rule names it
+    assert r.rc == 1 and not gate.launched()
+    assert "no reference rule for the initrd" in r.err

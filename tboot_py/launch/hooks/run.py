@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tboot_py.errors import EXIT_OK, InputError, PolicyError
+from tboot_py.launch.gate import escape_braces
 
 DEFAULT_CONFIG = Path("/etc/tboot-py/gate.toml")
 #: libvirt hook input is small; refuse anything larger than this.
@@ -193,7 +194,7 @@ def xl_create(args: Sequence[str]) -> list[str]:
     if "ramdisk" in keys:
         command.append('ramdisk="{initrd}"')
     if cmdline is not None:
-        command.append(f"cmdline={_xl_quote(cmdline)}")
+        command.append(escape_braces(f"cmdline={_xl_quote(cmdline)}"))
     return gate_argv(load_config(), kernel=keys["kernel"], initrd=keys.get("ramdisk"), cmdline=cmdline,
                      dry_run=False, command=command)
 

@@ -36,3 +36,23 @@ def test_truncated_pe_is_input_error(tmp_path: Path) -> None:
     pe.write_bytes(b"MZ" + b"\x00" * 58 + (64).to_bytes(4, "little") + b"PE\x00\x00" + b"\x00" * 6)
     r = run_cli("measure", "--kind", "pe", str(pe))
     assert r.rc == 2 and "Traceback" not in r.err and r.err.count("\n") == 1
+
+
+def test_placeholders_are_substituted_once_and_braces_escape() -> None:
+    from dataclasses import dataclass
+
+    from tboot_py.launch.gate import escape_braces, launcher_argv
+
+    @dataclass
+    class Copy:
+        component: str
+        path: str
+
+    copies = [Copy("kernel", "/proc/self/fd/4"), Copy("initrd", "/proc/self/fd/5")]
+    # A command line that itself contains "{initrd}" must reach the launcher as text.
+    cmdline = "init={initrd} quiet"
+    argv = launcher_argv(["boot", "{kernel}", "--append={cmdline}", escape_braces(f"cmdline={cmdline}"), "{{x}}"],
+                         copies, cmdline)
+    assert argv == ["boot", "/proc/self/fd/4", "--append=init={initrd} quiet", "cmdline=init={initrd} quiet", "{x}"]
+    with pytest.raises(Exception, match="no hypervisor"):
+        launcher_argv(["{hypervisor}"], copies, None)

@@ -134,6 +134,19 @@ def test_cmdline_literal_and_digest() -> None:
     assert evaluate(pol(lit), inputs()).failures[0].fatal  # no command line given at all
 
 
+@pytest.mark.parametrize("mode", ["halt", "continue"])
+def test_every_measured_cmdline_must_match(mode: str) -> None:
+    kernel_cmd, xen_cmd = "console=hvc0", "console=com1 dom0_mem=512M"
+    both = inputs(measurements=(meas(Component.CMDLINE, kernel_cmd.encode(), cmdline=kernel_cmd),
+                                meas(Component.CMDLINE, xen_cmd.encode(), cmdline=xen_cmd)))
+    only_kernel = {"type": "reference", "component": "cmdline", "values": [{"label": "k", "cmdline": kernel_cmd}]}
+    v = evaluate(pol(only_kernel, mode=mode), both)
+    assert not v.allowed and any(f.actual == xen_cmd for f in v.failures)
+    listed = {"type": "reference", "component": "cmdline",
+              "values": [{"label": "k", "cmdline": kernel_cmd}, {"label": "x", "cmdline": xen_cmd}]}
+    assert evaluate(pol(listed, mode=mode), both).allowed
+
+
 # ---------------------------------------------------------------- PCRs
 
 P18 = h("sha256", b"eighteen")
