@@ -2,7 +2,9 @@
 
 Everything here is read from event *data*, which is untrusted twice over: the log must be
 backed by a verified quote (replay == quoted PCRs), and event data is not what the TPM
-extended (the digest is). Callers that need the data to be trustworthy should also consult
+extended (the digest is). The Secure Boot configuration (SecureBoot, PK, KEK, db, dbx) is
+taken only from records whose data hashes to their digest; for everything else, callers
+that need the data to be trustworthy should also consult
 :func:`tboot_py.eventlog.checks.check_digests`, which flags events whose data does not hash to
 their digest. Fields a log does not show are None or empty: absence is never "enabled".
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 from tboot_py.eventlog import efi
 from tboot_py.eventlog import model as m
+from tboot_py.eventlog.checks import DigestStatus, check_event
 from tboot_py.eventlog.decode import (
     EfiVariableEvent,
     SeparatorData,
@@ -182,6 +185,7 @@ def boot_state(log: EventLog) -> BootState:
     tpy: list[TbootPyMeasurement] = []
     seen_sep: dict[int, list[Event]] = {}
     sep_errors: list[int] = []
+    unverified: set[str] = set()
     for e in log.events:
         if e.pcr in seen_sep and e.extends:
             seen_sep[e.pcr].append(e)
@@ -201,12 +205,17 @@ def boot_state(log: EventLog) -> BootState:
                 a = _authority(e.seq, d)
                 authorities.append(a)
                 pending.append(a)
-            elif _is_firmware_sb_config(e, d, seen_sep) and d.name == "SecureBoot":
-                secure_boot = bool(d.enabled)
-            elif _is_firmware_sb_config(e, d, seen_sep) and d.signatures is not None:
-                dbs[d.name] = _sigdb(d)
             elif _is_firmware_sb_config(e, d, seen_sep):
-                dbs[d.name] = SignatureDb((), (), 0) if not d.variable.data else SignatureDb((), (), 1)
+                if check_event(e).status is not DigestStatus.OK:
+                    # PFP 10.4.4: the digest covers the variable; data that does not hash to
+                    # it is not what PCR 7 holds, so this variable's state is unknown.
+                    unverified.add(d.name)
+                elif d.name == "SecureBoot":
+                    secure_boot = bool(d.enabled)
+                elif d.signatures is not None:
+                    dbs[d.name] = _sigdb(d)
+                else:
+                    dbs[d.name] = SignatureDb((), (), 0) if not d.variable.data else SignatureDb((), (), 1)
             else:
                 variables[d.name] = d.variable.data.hex()
         elif et in _IMAGE_TYPES:
@@ -232,6 +241,10 @@ def boot_state(log: EventLog) -> BootState:
                     cmdlines.append(text[len("kernel_cmdline: "):])
                 elif e.pcr == 12 and e.data[1:2] == b"\x00":  # systemd-stub UTF-16 command line
                     cmdlines.append(text)
+    if "SecureBoot" in unverified:
+        secure_boot = None
+    for name in unverified:
+        dbs.pop(name, None)
     return BootState(
         secure_boot=secure_boot,
         pk=dbs.get("PK"),

@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from tboot_py.eventlog import model as m
 from tboot_py.eventlog import parse_log, read_log
+from tboot_py.eventlog import state as state_mod
 from tboot_py.eventlog.decode import (
     EfiVariableEvent,
     RawData,
@@ -227,3 +228,25 @@ def test_boot_state_takes_secure_boot_config_from_firmware_only() -> None:
     assert st.secure_boot is False
     assert st.db is not None and st.db.hashes == (("sha256", hashlib.sha256(b"good").digest().hex()),)
     assert st.dbx is None
+
+
+def test_boot_state_ignores_secure_boot_data_that_was_not_extended() -> None:
+    # The digest, not the data, is what PCR 7 holds: a log whose SecureBoot data says "on"
+    # while its digest is that of "off" replays exactly like the honest log. The data of such
+    # a record says nothing, so the state is unknown (None), never "on".
+    def rec(etype: int, data: bytes, digest_of: bytes) -> bytes:
+        return struct.pack("<III", 7, etype, 1) + struct.pack("<H", 0x0B) + hashlib.sha256(digest_of).digest() \
+            + struct.pack("<I", len(data)) + data
+
+    spec = b"Spec ID Event03\x00" + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, 1) + struct.pack("<HH", 0x0B, 32) + b"\0"
+    cfg = m.EV_EFI_VARIABLE_DRIVER_CONFIG
+    honest_db = var(SECDB, "db", esl(SHA256_T, [hashlib.sha256(b"vendor").digest()]))
+    raw = struct.pack("<II20sI", 0, 3, b"\0" * 20, len(spec)) + spec + b"".join([
+        rec(cfg, var(GLOBAL, "SecureBoot", b"\x01"), var(GLOBAL, "SecureBoot", b"\x00")),
+        rec(cfg, var(SECDB, "db", esl(SHA256_T, [hashlib.sha256(b"evil").digest()])), honest_db),
+        rec(cfg, var(SECDB, "dbx", b""), var(SECDB, "dbx", b"")),
+    ])
+    st = boot_state(parse_log(raw))
+    assert st.secure_boot is None
+    assert st.db is None
+    assert st.dbx == state_mod.SignatureDb((), (), 0)
