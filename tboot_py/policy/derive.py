@@ -22,7 +22,7 @@ from tboot_py import algorithms
 from tboot_py.errors import InputError, ParseError, PolicyError
 from tboot_py.eventlog import Event, EventLog, replay
 from tboot_py.eventlog.decode import TbootPyEventData, decode_tboot_py
-from tboot_py.eventlog.efi import authority_data, signature_lists, variable_data
+from tboot_py.eventlog.efi import authority_data, variable_data
 from tboot_py.policy.inputs import BootFacts, FirmwareEvent
 from tboot_py.policy.model import (
     DRTM_PCRS,
@@ -60,33 +60,36 @@ def firmware_events(log: EventLog) -> tuple[FirmwareEvent, ...]:
     return adapt(e for e in log.events if e.extends)
 
 
-def _entry_text(kind: str, data: bytes, cert_sha256: str | None) -> str | None:
-    if cert_sha256 is not None:
-        return f"x509:{cert_sha256}"
-    if kind == "sha256" and len(data) == 32:
-        return f"sha256:{data.hex()}"
-    return None
-
-
-def _db_entries(raw: bytes) -> frozenset[str] | None:
-    try:
-        entries = signature_lists(raw)
-    except ParseError:
+def _db_entries(sdb: Any) -> frozenset[str] | None:
+    """``x509:<sha256 of DER>`` / ``sha256:<hex>`` entries of a measured signature database."""
+    if sdb is None:
         return None
-    out = set()
-    for s in entries:
-        t = _entry_text(s.type, s.data, s.cert.sha256 if s.cert else None)
-        if t is not None:
-            out.add(t)
+    out = {f"x509:{c.sha256}" for c in sdb.certificates}
+    out |= {f"sha256:{h}" for kind, h in sdb.hashes if kind == "sha256"}
     return frozenset(out)
+
+
+def _extended_data(e: Event) -> bool:
+    """Whether the event's data is what was extended (its digest in some bank is H(data)).
+    Data that does not hash to the digest says nothing the TPM vouches for."""
+    for alg_id, d in e.digests:
+        alg = algorithms.by_id(alg_id)
+        if alg is not None and alg.available and alg.digest(e.data) == d:
+            return True
+    return False
 
 
 def boot_facts(log: EventLog) -> BootFacts:
     """Boot state from PCR 7. Anything the log does not record, or records unreadably, is
-    None so that a rule needing it denies."""
-    secure_boot: bool | None = None
-    db: frozenset[str] | None = None
-    dbx: frozenset[str] | None = None
+    None so that a rule needing it denies.
+
+    SecureBoot, db and dbx come from :func:`tboot_py.eventlog.boot_state`, which takes them
+    only from firmware EV_EFI_VARIABLE_DRIVER_CONFIG events in PCR 7 before its separator,
+    under the UEFI GUIDs, and only when their data is what was extended (PFP 3.3.4.8).
+    """
+    from tboot_py.eventlog import boot_state
+
+    state = boot_state(log)
     auths: set[str] = set()
     auth_ok = True
     seen_pcr7 = False
@@ -94,35 +97,28 @@ def boot_facts(log: EventLog) -> BootFacts:
         if e.pcr != 7 or not e.extends:
             continue
         seen_pcr7 = True
-        if e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG:
-            try:
-                var = variable_data(e.data)
-            except ParseError:
-                continue
-            if var.name == "SecureBoot":
-                secure_boot = len(var.data) >= 1 and var.data[0] == 1
-            elif var.name == "db":
-                db = _db_entries(var.data)
-            elif var.name == "dbx":
-                dbx = _db_entries(var.data)
-        elif e.event_type == EV_EFI_VARIABLE_AUTHORITY:
-            try:
-                var = variable_data(e.data)
-            except ParseError:
-                auth_ok = False
-                continue
-            # shim also logs SbatLevel and MokListTrusted as authority events; they are
-            # configuration, not the signer of an image.
-            if var.name in _NOT_AUTHORITIES:
-                continue
-            a = authority_data(var.data)
-            if a.cert is not None:
-                auths.add(f"x509:{a.cert.sha256}")
-            elif len(var.data) == 48:  # EFI_SIGNATURE_DATA with a SHA-256 hash entry
-                auths.add(f"sha256:{var.data[16:].hex()}")
-            else:
-                auth_ok = False
-    return BootFacts(secure_boot=secure_boot, db=db, dbx=dbx,
+        if e.event_type != EV_EFI_VARIABLE_AUTHORITY:
+            continue
+        try:
+            var = variable_data(e.data)
+        except ParseError:
+            auth_ok = False
+            continue
+        # shim also logs SbatLevel and MokListTrusted as authority events; they are
+        # configuration, not the signer of an image.
+        if var.name in _NOT_AUTHORITIES:
+            continue
+        if not _extended_data(e):
+            auth_ok = False  # the certificate shown is not what the TPM measured
+            continue
+        a = authority_data(var.data)
+        if a.cert is not None:
+            auths.add(f"x509:{a.cert.sha256}")
+        elif len(var.data) == 48:  # EFI_SIGNATURE_DATA with a SHA-256 hash entry
+            auths.add(f"sha256:{var.data[16:].hex()}")
+        else:
+            auth_ok = False
+    return BootFacts(secure_boot=state.secure_boot, db=_db_entries(state.db), dbx=_db_entries(state.dbx),
                      authorities=frozenset(auths) if seen_pcr7 and auth_ok else None)
 
 

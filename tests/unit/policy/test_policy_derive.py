@@ -60,3 +60,22 @@ def test_boot_facts_of_a_secure_boot_log(corpus_dir: Path) -> None:
 def test_boot_facts_secure_boot_off(corpus_dir: Path) -> None:
     log = read_log(corpus_dir / "logs" / "go-tpm-tools__ubuntu-2104-no-secure-boot.bin")
     assert boot_facts(log).secure_boot is False
+
+
+def test_boot_facts_ignore_secure_boot_data_that_was_not_extended(corpus_dir: Path) -> None:
+    """Flipping the SecureBoot byte in the event data (digest untouched, so the replay is the
+    same) must not turn Secure Boot on in the facts a policy sees."""
+    from tboot_py.eventlog import parse_log, replay
+    from tboot_py.policy.derive import boot_facts
+
+    raw = (corpus_dir / "logs" / "go-tpm-tools__ubuntu-2104-no-secure-boot.bin").read_bytes()
+    log = parse_log(raw)
+    assert boot_facts(log).secure_boot is False
+    sb = next(e for e in log.events if e.pcr == 7 and b"S\x00e\x00c\x00u\x00r\x00e\x00B\x00o\x00o\x00t\x00" in e.data)
+    end = sb.offset + len(raw[sb.offset:]) - len(raw[sb.offset:].split(sb.data, 1)[1])
+    forged = bytearray(raw)
+    assert forged[end - 1] == 0
+    forged[end - 1] = 1
+    flog = parse_log(bytes(forged))
+    assert replay(flog) == replay(log)
+    assert boot_facts(flog).secure_boot is not True
