@@ -47,8 +47,9 @@ MAX_SPEC_ALGS = 16
 MAX_DIGEST_SIZE = 512
 
 
-def read_log(path: str | Path) -> EventLog:
-    """Read and parse a log file. Read errors raise InputError, bad bytes ParseError."""
+def read_log_bytes(path: str | Path) -> bytes:
+    """A log file's bytes, at most MAX_LOG_SIZE. Read errors raise InputError, a larger file
+    ParseError (never read whole)."""
     p = Path(path)
     try:
         with p.open("rb") as f:
@@ -57,7 +58,12 @@ def read_log(path: str | Path) -> EventLog:
         raise InputError(f"cannot read event log {p}: {e.strerror or e}") from e
     if len(data) > MAX_LOG_SIZE:
         raise ParseError(f"event log larger than {MAX_LOG_SIZE} bytes", MAX_LOG_SIZE, str(p))
-    return parse_log(data, source=str(p))
+    return data
+
+
+def read_log(path: str | Path) -> EventLog:
+    """Read and parse a log file. Read errors raise InputError, bad bytes ParseError."""
+    return parse_log(read_log_bytes(path), source=str(path))
 
 
 def parse_log(data: bytes, source: str | None = None) -> EventLog:

@@ -25,7 +25,7 @@ from pathlib import Path
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import EventLogAppendError, InputError
 from tboot_py.eventlog.model import EV_NO_ACTION, LogFormat
-from tboot_py.eventlog.parse import MAX_LOG_SIZE, SPEC_ID_EVENT03, parse_log
+from tboot_py.eventlog.parse import MAX_LOG_SIZE, SPEC_ID_EVENT03, parse_log, read_log_bytes
 
 #: PFP 10.4.5.1: platformClass 0 (client), spec version 2.0 errata 0, uintnSize 2 (UINT64).
 _PLATFORM_CLASS = 0
@@ -139,10 +139,7 @@ def append_events(path: Path, events: Sequence[NewEvent], banks: Sequence[HashAl
         except OSError as e:
             raise InputError(f"cannot access {path}: {e.strerror or e}") from e
         if exists:
-            try:
-                old = path.read_bytes()
-            except OSError as e:
-                raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+            old = read_log_bytes(path)
             log = parse_log(old, source=str(path))  # ParseError on a bad or torn log
             if log.format is not LogFormat.CRYPTO_AGILE or log.spec_id is None:
                 raise EventLogAppendError("existing log is not a crypto-agile log", 0, str(path))
