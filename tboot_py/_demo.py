@@ -62,8 +62,8 @@ def step(title: str) -> None:
 
 def qemu_command() -> list[str]:
     return ["timeout", "300", "qemu-system-x86_64", "-machine", "accel=tcg", "-cpu", "Nehalem", "-m", "1024",
-            "-nographic", "-no-reboot", "-nic", "none", "-kernel", "{hypervisor}", "-append", XEN_CMDLINE,
-            "-initrd", f"{{kernel}} {CMDLINE},{{initrd}}"]
+            "-nographic", "-no-reboot", "-nic", "none", "-kernel", "{hypervisor}", "-append", "{hypervisor_cmdline}",
+            "-initrd", "{kernel} {cmdline},{initrd}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,7 +114,8 @@ def _demo(work: Path, art: object, initrd: Path, tpm: object) -> int:
     tboot_py("policy", "add", str(policy), "--component", "kernel", "--file", str(art.vmlinuz),
              "--kind", "pe", "--label", f"linux {art.kernel_package_version}")
     tboot_py("policy", "add", str(policy), "--component", "initrd", "--file", str(initrd), "--label", "demo initrd")
-    tboot_py("policy", "add", str(policy), "--component", "cmdline", "--cmdline", CMDLINE, "--label", "console")
+    tboot_py("policy", "add", str(policy), "--component", "cmdline", "--cmdline", CMDLINE, "--label", "dom0")
+    tboot_py("policy", "add", str(policy), "--component", "cmdline", "--cmdline", XEN_CMDLINE, "--label", "xen")
     tboot_py("policy", "keygen", "-o", str(key))
     tboot_py("policy", "sign", str(policy), "--key", str(key), "-o", str(signed))
     con.print(tboot_py("policy", "show", str(signed), "--trust-key", f"{key}.pub").stdout, markup=False) \
@@ -123,7 +124,7 @@ def _demo(work: Path, art: object, initrd: Path, tpm: object) -> int:
     state = work / "gate-state"
     gate = ["launch", "--policy", str(signed), "--trust-key", f"{key}.pub", "--tpm", tpm.tcti,
             "--state", str(state), "--hypervisor", str(art.xen_elf), "--kernel", str(art.vmlinuz),
-            "--cmdline", CMDLINE]
+            "--cmdline", CMDLINE, "--hypervisor-cmdline", XEN_CMDLINE]
 
     step("4. Gate passes, Xen boots the dom0 (QEMU, software emulation)")
     t0 = time.monotonic()

@@ -98,8 +98,9 @@ def _extend(args: argparse.Namespace) -> int:
 
 def register_launch(sub: Any) -> None:
     p = sub.add_parser("launch", help="the fail-closed launch gate: measure, extend, log, verify, policy, exec",
-                       description="Everything after -- is the launcher; {hypervisor}, {kernel}, {initrd} and "
-                                   "{cmdline} in it become the sealed, measured copies (/proc/self/fd/N).")
+                       description="Everything after -- is the launcher; {hypervisor}, {kernel} and {initrd} in it "
+                                   "become the sealed, measured copies (/proc/self/fd/N), {cmdline} and "
+                                   "{hypervisor_cmdline} the measured command lines ({{ and }} are braces).")
     p.add_argument("--policy", type=Path, required=True, metavar="P", help="policy (TOML, JSON or signed DSSE)")
     p.add_argument("--trust-key", type=Path, action="append", default=[], metavar="K",
                    help="trusted policy signing key (repeatable); then unsigned policies are refused")
@@ -134,7 +135,7 @@ def _launch(args: argparse.Namespace) -> int:
         raise InputError("--pcr and --pcr-map tboot exclude each other")
     # Check the placeholders before anything is measured or extended.
     given = [c for c in ("hypervisor", "kernel", "initrd") if getattr(args, c) is not None]
-    launcher_argv(command, [_Placeholder(c) for c in given], args.cmdline)
+    launcher_argv(command, [_Placeholder(c) for c in given], args.cmdline, args.hypervisor_cmdline)
     firmware_log = args.firmware_log
     if firmware_log is None and _is_device(args.tpm):
         from tboot_py.eventlog import DEFAULT_LOG_PATH
@@ -160,7 +161,7 @@ def _launch(args: argparse.Namespace) -> int:
 
     sys.stdout.flush()
     sys.stderr.flush()
-    exec_launcher(command, result.copies, args.cmdline)
+    exec_launcher(command, result.copies, args.cmdline, args.hypervisor_cmdline)
     return EXIT_OK  # not reached
 
 

@@ -93,7 +93,7 @@ def measure_artifacts(
             raise InputError(f"unknown component {a.component!r}")
         if a.component == "cmdline":
             cmd = a.cmdline or ""
-            out.append(Measurement(name="cmdline", kind=ArtifactKind.FILE, size=len(cmd.encode()),
+            out.append(Measurement(name=a.name, kind=ArtifactKind.FILE, size=len(cmd.encode()),
                                    digests=DigestSet.of_bytes(cmd.encode(), banks), cmdline=cmd))
             continue
         if a.source is None:

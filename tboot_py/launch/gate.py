@@ -34,7 +34,7 @@ from typing import Any
 from tboot_py.errors import EXIT_DENIED, EXIT_OK, Error, InputError, VerificationError
 
 DEFAULT_STATE = Path("/var/lib/tboot-py")
-PLACEHOLDERS = ("hypervisor", "kernel", "initrd", "cmdline")
+PLACEHOLDERS = ("hypervisor", "kernel", "initrd", "cmdline", "hypervisor_cmdline")
 
 
 @dataclass(frozen=True)
@@ -317,11 +317,15 @@ def escape_braces(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | None) -> list[str]:
-    """Substitute ``{hypervisor}``, ``{kernel}``, ``{initrd}`` and ``{cmdline}`` in one pass
-    (a substituted value is never scanned again); ``{{`` and ``}}`` stand for braces."""
+def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | None,
+                  hypervisor_cmdline: str | None = None) -> list[str]:
+    """Substitute ``{hypervisor}``, ``{kernel}``, ``{initrd}``, ``{cmdline}`` and
+    ``{hypervisor_cmdline}`` in one pass (a substituted value is never scanned again);
+    ``{{`` and ``}}`` stand for braces. The command lines are the measured ones."""
     values: dict[str, str] = {str(c.component): str(c.path) for c in copies}
     values["cmdline"] = cmdline or ""
+    if hypervisor_cmdline is not None:
+        values["hypervisor_cmdline"] = hypervisor_cmdline
 
     def sub(m: re.Match[str]) -> str:
         key = m.group(1)
@@ -334,11 +338,12 @@ def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | 
     return [_PLACEHOLDER.sub(sub, arg) for arg in command]
 
 
-def exec_launcher(command: Sequence[str], copies: Sequence[Any], cmdline: str | None) -> None:
+def exec_launcher(command: Sequence[str], copies: Sequence[Any], cmdline: str | None,
+                  hypervisor_cmdline: str | None = None) -> None:
     """Replace this process with the launcher; the sealed copies stay open for it."""
     if not command:
         raise InputError("no launch command given (put it after --)")
-    argv = launcher_argv(command, copies, cmdline)
+    argv = launcher_argv(command, copies, cmdline, hypervisor_cmdline)
     env = dict(os.environ)
     for c in copies:
         os.set_inheritable(c.fd, True)
