@@ -9,6 +9,15 @@ from tboot_py.attest.cli_util import parse_handle, parse_hex
 from tboot_py.errors import EXIT_DENIED, EXIT_OK, InputError
 
 
+def _add_ak_args(p: argparse.ArgumentParser) -> None:
+    from tboot_py.tpm._cli import add_tpm_arg
+
+    add_tpm_arg(p)
+    p.add_argument("--state", required=True, metavar="DIR", help="AK state directory (ak.json, ak.pub, ak.pem)")
+    p.add_argument("--alg", default="rsa", choices=["rsa", "rsapss", "ecc", "ecc384"], help="AK type")
+    p.add_argument("--handle", default="0x81010002", help="persistent AK handle (default 0x81010002)")
+
+
 def register(sub: Any) -> None:
     from tboot_py.tpm._cli import add_tpm_arg
 
@@ -25,18 +34,12 @@ def register(sub: Any) -> None:
     ek.set_defaults(func=_ek)
 
     ak = asub.add_parser("ak", help="create or load the persistent AK (state kept in --state)")
-    add_tpm_arg(ak)
-    ak.add_argument("--state", required=True, metavar="DIR", help="AK state directory (ak.json, ak.pub, ak.pem)")
-    ak.add_argument("--alg", default="rsa", choices=["rsa", "rsapss", "ecc", "ecc384"], help="AK type")
-    ak.add_argument("--handle", default="0x81010002", help="persistent handle (default 0x81010002)")
+    _add_ak_args(ak)
     ak.add_argument("--json", action="store_true", help="machine output")
     ak.set_defaults(func=_ak)
 
     q = asub.add_parser("quote", help="quote PCRs with the AK and write an evidence bundle")
-    add_tpm_arg(q)
-    q.add_argument("--state", required=True, metavar="DIR", help="AK state directory")
-    q.add_argument("--alg", default="rsa", choices=["rsa", "rsapss", "ecc", "ecc384"], help="AK type")
-    q.add_argument("--handle", default="0x81010002", help="persistent AK handle")
+    _add_ak_args(q)
     q.add_argument("--pcrs", default="sha256:0-7", help="selection, e.g. sha1:0-7+sha256:0-7,17-19")
     q.add_argument("--nonce", required=True, metavar="HEX", help="verifier nonce")
     q.add_argument("--event-log", action="append", default=[], metavar="NAME=PATH",

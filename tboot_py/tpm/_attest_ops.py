@@ -45,15 +45,22 @@ def _tpmt_bytes(tpm2b_public: Any) -> bytes:
     return raw[2:]
 
 
-def nv_read_all(tpm: EsapiTPM, index: int) -> bytes | None:
-    """The whole content of NV index ``index``; None when the index is not defined."""
-    es = tpm.esapi
+def _tr_or_none(es: Any, handle: int, what: str) -> Any:
+    """An ESYS_TR for a TPM handle, or None when nothing is defined there (TPM_RC_HANDLE)."""
     try:
-        tr = es.tr_from_tpmpublic(index)
+        return es.tr_from_tpmpublic(handle)
     except TSS2_Exception as e:
         if int(e.rc) & 0xFFF in (_RC_HANDLE, 0x18B, 0x28B, 0x38B):
             return None
-        raise TPMError(f"NV index 0x{index:08x}: {e}", rc=int(e.rc)) from e
+        raise TPMError(f"{what} 0x{handle:08x}: {e}", rc=int(e.rc)) from e
+
+
+def nv_read_all(tpm: EsapiTPM, index: int) -> bytes | None:
+    """The whole content of NV index ``index``; None when the index is not defined."""
+    es = tpm.esapi
+    tr = _tr_or_none(es, index, "NV index")
+    if tr is None:
+        return None
     try:
         with tss_errors(f"TPM2_NV_ReadPublic(0x{index:08x})"):
             nvpub, _name = es.nv_read_public(tr)
@@ -158,12 +165,9 @@ def load_child(tpm: EsapiTPM, parent: Loaded, private: bytes, public: bytes,
 def read_persistent(tpm: EsapiTPM, handle: int) -> bytes | None:
     """TPMT_PUBLIC of the persistent object at ``handle``; None when the handle is empty."""
     es = tpm.esapi
-    try:
-        tr = es.tr_from_tpmpublic(handle)
-    except TSS2_Exception as e:
-        if int(e.rc) & 0xFFF in (_RC_HANDLE, 0x18B, 0x28B, 0x38B):
-            return None
-        raise TPMError(f"persistent handle 0x{handle:08x}: {e}", rc=int(e.rc)) from e
+    tr = _tr_or_none(es, handle, "persistent handle")
+    if tr is None:
+        return None
     try:
         with tss_errors(f"TPM2_ReadPublic(0x{handle:08x})"):
             pub, _n, _qn = es.read_public(tr)

@@ -5,7 +5,29 @@ All derive from :class:`tboot_py.errors.VerificationError` (exit code 1, "denied
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
 from tboot_py.errors import VerificationError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CheckResult(Generic[T]):
+    """What a ``check_*`` function returns (python-tuf style: it never raises): the
+    verified value on success, else the error that ``verify_*`` would have raised."""
+
+    verified: T | None
+    error: VerificationError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verified is not None
+
+    @property
+    def reason(self) -> str:
+        return "" if self.error is None else self.error.diagnostics()
 
 
 class QuoteError(VerificationError):

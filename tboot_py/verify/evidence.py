@@ -55,19 +55,8 @@ class VerifiedBoot:
 
 
 @dataclass(frozen=True)
-class EvidenceCheck:
+class EvidenceCheck(ve.CheckResult[VerifiedBoot]):
     """Result of :func:`check_evidence` (never raises)."""
-
-    verified: VerifiedBoot | None
-    error: VerificationError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.verified is not None
-
-    @property
-    def reason(self) -> str:
-        return "" if self.error is None else self.error.diagnostics()
 
     @property
     def verified_pcrs(self) -> VerifiedPCRs | None:

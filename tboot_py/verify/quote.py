@@ -92,19 +92,8 @@ class VerifiedPCRs:
 
 
 @dataclass(frozen=True)
-class QuoteCheck:
+class QuoteCheck(ve.CheckResult[VerifiedPCRs]):
     """Result of :func:`check_quote`: ``verified`` on success, else ``error``."""
-
-    verified: VerifiedPCRs | None
-    error: VerificationError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.verified is not None
-
-    @property
-    def reason(self) -> str:
-        return "" if self.error is None else self.error.diagnostics()
 
 
 @dataclass(frozen=True)
