@@ -174,6 +174,12 @@ def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: byt
     return verify_evidence(evidence, TrustedAK(ak.public, ak.qualified_name), nonce, expected_selection=selection)
 
 
+def backed_pcrs(verified: Any) -> frozenset[int]:
+    """PCRs the verified replay reproduced in every bank."""
+    replayed = [set(p) for p in verified.replayed.values()]
+    return frozenset(set.intersection(*replayed)) if replayed else frozenset()
+
+
 def verified_firmware_log(untrusted_fw: Any, verified: Any) -> Any:
     """The firmware log reduced to the events a verified quote backs: those on PCRs that
     the replay reproduced in every bank. Events on other PCRs (the OS extends PCR 10-15
@@ -181,8 +187,7 @@ def verified_firmware_log(untrusted_fw: Any, verified: Any) -> Any:
     (DESIGN.md: parsed input is untrusted until checked against a verified quote)."""
     import dataclasses
 
-    replayed = [set(p) for p in verified.replayed.values()]
-    backed = set.intersection(*replayed) if replayed else set()
+    backed = backed_pcrs(verified)
     return dataclasses.replace(untrusted_fw, events=tuple(e for e in untrusted_fw.events if e.pcr in backed))
 
 
@@ -201,7 +206,8 @@ def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verif
         fw = verified_firmware_log(untrusted_fw, verified)
         events = firmware_events(fw)
         boot = boot_facts(fw)
-    return Inputs(measurements=ms, pcrs=verified.pcrs.pcrs, boot=boot, events=events)
+    return Inputs(measurements=ms, pcrs=verified.pcrs.pcrs, boot=boot, events=events,
+                  event_pcrs=backed_pcrs(verified))
 
 
 def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,

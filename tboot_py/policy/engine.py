@@ -346,6 +346,14 @@ class _Evaluator:
         if evs is None:
             self.add(name, "events", False, "no firmware event log events were given", fatal=True)
             return _Outcome(False, True)
+        backed = self.inputs.event_pcrs
+        unbacked = sorted({m.pcr for m in (*rule.require, *rule.forbid)
+                           if m.pcr is not None and backed is not None and m.pcr not in backed})
+        if unbacked:
+            self.add(name, "events", False,
+                     f"events on PCR {', '.join(map(str, unbacked))} are not backed by the verified quote, "
+                     "so this rule cannot be decided", fatal=True)
+            return _Outcome(False, True)
         passed = True
         for m in rule.require:
             hit = next((e for e in evs if _event_matches(m, e)), None)

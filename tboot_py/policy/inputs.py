@@ -77,6 +77,9 @@ class Inputs:
     events: tuple[FirmwareEvent, ...] | None = None
     quirks: tuple[str, ...] = ()
     today: _dt.date | None = None
+    #: The PCRs whose events are complete and backed by a verified quote. ``None``: every
+    #: PCR of ``events`` is. An event rule naming another PCR cannot be decided, and denies.
+    event_pcrs: frozenset[int] | None = None
 
 
 # ---------------------------------------------------------------- adapters

@@ -346,10 +346,16 @@ def test_unverified_firmware_events_cannot_satisfy_an_events_rule(gate: Setup) -
     r = gate.launch("--firmware-log", str(fw), policy=plain, trust=False)
     assert r.rc == 1, r.err
     assert not gate.launched()
-    assert "required event not found" in r.err
+    assert "not backed by the verified quote" in r.err
+    # A forbid rule on such a PCR cannot pass by default either.
+    forbid = plain.read_text().replace("require = [{pcr = 14,", "forbid = [{pcr = 14,")
+    plain.write_text(forbid.replace("MokListTrusted ok", "anything"))
+    r = gate.launch("--firmware-log", str(fw), policy=plain, trust=False)
+    assert r.rc == 1 and not gate.launched(), r.err
+    plain.write_text(forbid)
     # The same rule on a verified PCR (the boot loader's PCR 4 event) is satisfied.
-    plain.write_text(plain.read_text().replace('pcr = 14, data_contains = "MokListTrusted ok"',
-                                               'pcr = 4, data_contains = "bootx64.efi"'))
+    plain.write_text(plain.read_text().replace('forbid = [{pcr = 14, data_contains = "MokListTrusted ok"',
+                                               'require = [{pcr = 4, data_contains = "bootx64.efi"'))
     r = gate.launch("--firmware-log", str(fw), policy=plain, trust=False)
     assert r.rc == 0, r.err
     assert gate.launched()

@@ -300,3 +300,18 @@ def test_vlp_rule_first_match_semantics() -> None:
     del rule["entries"][1]
     v = evaluate(pol(rule), inputs(measurements=ms))
     assert not v.allowed and "no policy entry" in v.failures[0].message
+
+
+@pytest.mark.parametrize("kind", ["require", "forbid"])
+def test_event_rule_on_a_pcr_the_quote_does_not_back_denies(kind: str) -> None:
+    from tboot_py.policy import FirmwareEvent
+
+    ev = FirmwareEvent(pcr=4, event_type=0x0D, digests=(("sha256", h("sha256", b"grub")),), data=b"grub")
+    rule = {"type": "events", kind: [{"pcr": 14, "data_contains": "x"}]}
+    base = {"measurements": (), "events": (ev,)}
+    # Without event_pcrs every given event is authoritative: forbid passes, require fails.
+    assert evaluate(pol(rule), inputs(**base)).allowed is (kind == "forbid")
+    v = evaluate(pol(rule, mode="nonfatal"), inputs(**base, event_pcrs=frozenset({4, 7})))
+    assert not v.allowed and v.failures[0].fatal and "not backed" in v.failures[0].message
+    ok = {"type": "events", kind: [{"pcr": 4, "data_contains": "grub"}]}
+    assert evaluate(pol(ok), inputs(**base, event_pcrs=frozenset({4}))).allowed is (kind == "require")
