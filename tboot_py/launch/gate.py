@@ -286,6 +286,20 @@ def run_gate(req: GateRequest) -> GateResult:
                       tuple(copies.values()))
 
 
+def check_private_dir(path: Path) -> None:
+    """Refuse a state directory that others could write to: whoever can write there can
+    swap the AK state, the event log or the audit chain (as ssh refuses loose key files)."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise InputError(f"cannot access the state directory {path}: {e.strerror}") from e
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != os.geteuid():
+        raise InputError(f"state directory {path} must be owned by this user and writable by nobody else "
+                         f"(mode {stat.S_IMODE(st.st_mode):o})")
+
+
 def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
                            used_log: list[Path]) -> tuple[Any, list[Any], Any | None]:
     from tboot_py.eventlog import read_log
@@ -304,6 +318,7 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
             log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise InputError(f"cannot create {log_path.parent}: {e.strerror}") from e
+        check_private_dir(req.state)
         logged = extend_and_log(tpm, log_path, artifacts, mapping=req.pcr_map, pcr=req.pcr)
         try:
             log_bytes = log_path.read_bytes()

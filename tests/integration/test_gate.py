@@ -387,3 +387,11 @@ def test_artifact_the_policy_does_not_mention_is_refused(gate: Setup) -> None:
     r = gate.launch(policy=plain, trust=False)  # the initrd is launched, but no rule names it
     assert r.rc == 1 and not gate.launched()
     assert "no reference rule for the initrd" in r.err
+
+
+def test_world_writable_state_directory_is_refused(gate: Setup) -> None:
+    gate.state.mkdir(mode=0o700)
+    gate.state.chmod(0o777)
+    r = gate.launch()
+    assert r.rc == 2 and not gate.launched()
+    assert "writable by nobody else" in r.err
