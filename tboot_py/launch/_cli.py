@@ -115,6 +115,9 @@ def register_launch(sub: Any) -> None:
     p.add_argument("--firmware-log", type=Path, default=None, metavar="LOG",
                    help="firmware event log: feeds boot-state rules and the replay of PCRs that boot "
                         "loaders also extend (default with a TPM device: the kernel's binary_bios_measurements)")
+    p.add_argument("--evidence-out", type=Path, default=None, metavar="FILE",
+                   help="write the gate's evidence bundle (quote + logs) for later `tboot-py verify`; "
+                        "the audit record holds its nonce")
     p.add_argument("--dry-run", action="store_true", help="decide and record, but do not run the launcher")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     _add_artifact_args(p)
@@ -147,7 +150,7 @@ def _launch(args: argparse.Namespace) -> int:
         cmdline=args.cmdline, hypervisor_cmdline=args.hypervisor_cmdline, trust_keys=tuple(args.trust_key),
         log=args.log, state=args.state or DEFAULT_STATE, audit_log=args.audit_log, pcr_map=args.pcr_map,
         pcr=args.pcr, ak_alg=args.ak_alg, firmware_log=firmware_log, dry_run=args.dry_run,
-        command=tuple(command),
+        command=tuple(command), evidence_out=args.evidence_out,
     )
     result = run_gate(req)
     _report(args, result)

@@ -56,6 +56,8 @@ class GateRequest:
     firmware_log: Path | None = None
     dry_run: bool = False
     command: tuple[str, ...] = ()
+    #: Write the gate's own evidence bundle here, for re-verification (``tboot-py verify``).
+    evidence_out: Path | None = None
 
     def log_path_for(self, boot: tuple[int, int]) -> Path:
         """The event log: ``--log``, or one per TPM boot in the state directory. PCRs start
@@ -149,8 +151,17 @@ def combined_log(untrusted_fw: Any | None, untrusted_log: Any, banks: Sequence[A
     return encode_log(events, banks)
 
 
+@dataclass
+class _Trace:
+    """What the audit record needs from the stages that ran (filled as they run)."""
+
+    log: Path | None = None
+    nonce: str | None = None
+    evidence: Path | None = None
+
+
 def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
-                      untrusted_fw: Any | None = None) -> Any:
+                      untrusted_fw: Any | None, trace: _Trace) -> Any:
     """Quote every PCR the logs extend with a fresh nonce; verify the quote and the replay.
     ``untrusted_fw`` is the firmware log, parsed once by the caller (the policy later reads
     the same object, never the file again). Returns a VerifiedBoot (from
@@ -171,13 +182,15 @@ def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: byt
     ak = load_or_create_ak(tpm, req.state, alg=req.ak_alg)
     nonce = secrets.token_bytes(32)
     evidence = collect_evidence(tpm, ak, selection, nonce, event_logs=[EventLogBlob(str(log_path), combined)])
-    return verify_evidence(evidence, TrustedAK(ak.public, ak.qualified_name), nonce, expected_selection=selection)
+    trace.nonce = nonce.hex()
+    verified = verify_evidence(evidence, TrustedAK(ak.public, ak.qualified_name), nonce,
+                               expected_selection=selection)
+    if req.evidence_out is not None:
+        from tboot_py.policy.io import write_atomic
 
-
-def backed_pcrs(verified: Any) -> frozenset[int]:
-    """PCRs the verified replay reproduced in every bank."""
-    replayed = [set(p) for p in verified.replayed.values()]
-    return frozenset(set.intersection(*replayed)) if replayed else frozenset()
+        write_atomic(req.evidence_out, evidence.dumps().encode())
+        trace.evidence = req.evidence_out
+    return verified
 
 
 def verified_firmware_log(untrusted_fw: Any, verified: Any) -> Any:
@@ -186,6 +199,8 @@ def verified_firmware_log(untrusted_fw: Any, verified: Any) -> Any:
     without a log, so they are left out of the replay) prove nothing and are dropped
     (DESIGN.md: parsed input is untrusted until checked against a verified quote)."""
     import dataclasses
+
+    from tboot_py.verify.appraise import backed_pcrs
 
     backed = backed_pcrs(verified)
     return dataclasses.replace(untrusted_fw, events=tuple(e for e in untrusted_fw.events if e.pcr in backed))
@@ -206,12 +221,14 @@ def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verif
         fw = verified_firmware_log(untrusted_fw, verified)
         events = firmware_events(fw)
         boot = boot_facts(fw)
+    from tboot_py.verify.appraise import backed_pcrs
+
     return Inputs(measurements=ms, pcrs=verified.pcrs.pcrs, boot=boot, events=events,
                   event_pcrs=backed_pcrs(verified))
 
 
 def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,
-           measurements: Sequence[Any], verdict: Any, log_path: Path | None) -> dict[str, Any]:
+           measurements: Sequence[Any], verdict: Any, trace: _Trace) -> dict[str, Any]:
     from tboot_py.audit.records import append_record
 
     policy_sha = None
@@ -225,7 +242,9 @@ def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: i
         "policy": str(req.policy),
         "policy_sha256": policy_sha,
         "tpm": req.tpm,
-        "log": str(log_path) if log_path is not None else None,
+        "log": str(trace.log) if trace.log is not None else None,
+        "nonce": trace.nonce,
+        "evidence": str(trace.evidence) if trace.evidence is not None else None,
         "reasons": list(reasons),
         "verdict": verdict.as_json() if verdict is not None else None,
         "measurements": [m.to_json() for m in measurements],
@@ -240,7 +259,7 @@ def run_gate(req: GateRequest) -> GateResult:
 
     copies: dict[str, Any] = {}
     measurements: list[Any] = []
-    used_log: list[Path] = []
+    trace = _Trace()
     verdict = None
     try:
         from tboot_py.policy.io import load_policy
@@ -253,7 +272,7 @@ def run_gate(req: GateRequest) -> GateResult:
         if not copies:
             raise InputError("nothing to launch: give --hypervisor, --kernel or --initrd")
         artifacts = _artifacts(req, copies)
-        verified, logged, untrusted_fw = _measure_extend_verify(req, artifacts, used_log)
+        verified, logged, untrusted_fw = _measure_extend_verify(req, artifacts, trace)
         measurements = [lm.measurement for lm in logged]
         from tboot_py.policy.engine import evaluate
 
@@ -268,7 +287,7 @@ def run_gate(req: GateRequest) -> GateResult:
         result = GateResult(False, 3, (f"internal error: {type(e).__name__}: {e}",), verdict, tuple(measurements))
     try:
         record = _audit(req, result.allowed, result.reasons, result.exit_code, result.measurements, verdict,
-                        used_log[0] if used_log else None)
+                        trace)
     except Error as e:
         for c in copies.values():
             c.close()
@@ -301,7 +320,7 @@ def check_private_dir(path: Path) -> None:
 
 
 def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
-                           used_log: list[Path]) -> tuple[Any, list[Any], Any | None]:
+                           trace: _Trace) -> tuple[Any, list[Any], Any | None]:
     from tboot_py.eventlog import read_log
     from tboot_py.launch.builder import extend_and_log
     from tboot_py.tpm import open_tpm
@@ -311,7 +330,7 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
     tpm = open_tpm(req.tpm)
     try:
         log_path = req.log_path_for(tpm.boot_counters())
-        used_log.append(log_path)
+        trace.log = log_path
         try:
             # The state holds the AK, the event logs and the audit log: private to the gate.
             req.state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -324,7 +343,7 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
             log_bytes = log_path.read_bytes()
         except OSError as e:
             raise InputError(f"cannot read back the event log {log_path}: {e.strerror}") from e
-        verified = _verify_own_quote(tpm, req, log_path, log_bytes, untrusted_fw)
+        verified = _verify_own_quote(tpm, req, log_path, log_bytes, untrusted_fw, trace)
     finally:
         tpm.close()
     return verified, logged, untrusted_fw

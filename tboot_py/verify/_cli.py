@@ -15,6 +15,9 @@ def register(sub: Any) -> None:
     v.add_argument("--nonce", required=True, metavar="HEX", help="the nonce the verifier issued")
     v.add_argument("--pcrs", metavar="SELECTION", help="required PCR selection, e.g. sha256:0-7")
     v.add_argument("--ek-ca", metavar="DIR", help="require an EK certificate in the evidence chaining to DIR")
+    v.add_argument("--policy", metavar="P", help="also appraise the verified boot against this policy")
+    v.add_argument("--trust-key", action="append", default=[], metavar="K",
+                   help="trusted policy signing key (repeatable); then only a signed policy is accepted")
     v.add_argument("--json", action="store_true", help="machine output")
     v.set_defaults(func=_verify)
 
@@ -81,12 +84,48 @@ def _verify(args: argparse.Namespace) -> int:
     from tboot_py.verify.evidence import check_evidence
     from tboot_py.verify.quote import load_trusted_ak
 
+    policy = None
+    if args.policy:  # loaded first: a bad policy is an input error whatever the evidence
+        from tboot_py.policy import load_policy
+
+        policy = load_policy(args.policy, args.trust_key or None)
+    elif args.trust_key:
+        from tboot_py.errors import InputError
+
+        raise InputError("--trust-key needs --policy")
     ev = parse_evidence(_read(args.evidence, "evidence"), source=args.evidence)
     ak = load_trusted_ak(args.ak)
     nonce = parse_hex(args.nonce, "--nonce")
     sel = PCRSelection.parse_spec(args.pcrs) if args.pcrs else None
     r = check_evidence(ev, ak, nonce, sel, ek_ca=Path(args.ek_ca) if args.ek_ca else None)
-    return _report(args, r.ok, r.reason, r.verified_pcrs, r.summary())
+    if policy is None or r.verified is None:
+        return _report(args, r.ok, r.reason, r.verified_pcrs, r.summary())
+    from tboot_py.verify.appraise import appraise
+
+    verdict = appraise(r.verified, [(b.name, b.data) for b in ev.event_logs], policy).verdict
+    extra = {**r.summary(), "allowed": verdict.allowed, "verdict": verdict.as_json()}
+    if not args.json:
+        _print_verdict(verdict)
+    _report(args, True, "", r.verified_pcrs, {} if not args.json else extra)
+    if not args.json:
+        from tboot_py._output import console
+
+        console().print("policy: " + ("allowed" if verdict.allowed else "DENIED: " + "; ".join(
+            x.message for x in verdict.failures)))
+    return EXIT_OK if verdict.allowed else EXIT_DENIED
+
+
+def _print_verdict(verdict: Any) -> None:
+    from rich.table import Table
+
+    from tboot_py._output import console
+
+    t = Table(title="Policy appraisal")
+    for col in ("rule", "result", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in verdict.reasons:
+        t.add_row(r.rule, "pass" if r.passed else "FAIL", r.message)
+    console().print(t)
 
 
 def _quote_verify(args: argparse.Namespace) -> int:

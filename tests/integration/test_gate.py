@@ -395,3 +395,32 @@ def test_world_writable_state_directory_is_refused(gate: Setup) -> None:
     r = gate.launch()
     assert r.rc == 2 and not gate.launched()
     assert "writable by nobody else" in r.err
+
+
+def test_gate_evidence_reverifies_remotely_with_policy(gate: Setup) -> None:
+    """The same verifier serves remote attestation: the gate's evidence, checked later with
+    `tboot-py verify --policy`, gives the same verdict; the audit record holds the nonce."""
+    evidence = gate.dir / "evidence.json"
+    assert gate.launch("--evidence-out", str(evidence)).rc == 0
+    nonce = _audit(gate)[-1]["nonce"]
+    assert isinstance(nonce, str) and len(nonce) == 64
+    ak = str(gate.state / "ak.json")
+    base = ["verify", str(evidence), "--ak", ak, "--nonce", nonce, "--json"]
+    ok = run_cli(*base, "--policy", str(gate.policy), "--trust-key", str(gate.pub))
+    assert ok.rc == 0, ok.err
+    out = json.loads(ok.out)
+    assert out["verified"] is True and out["allowed"] is True
+    comps = {r["component"] for r in out["verdict"]["reasons"] if r["passed"]}
+    assert {"kernel", "initrd", "cmdline"} <= comps
+    # A policy for another initrd: the evidence still verifies, the appraisal denies.
+    other = gate.dir / "other.toml"
+    _ok(run_cli("policy", "init", str(other)))
+    _ok(run_cli("policy", "add", str(other), "--component", "kernel", "--file", str(gate.kernel)))
+    _ok(run_cli("policy", "add", str(other), "--component", "initrd", "--file", str(gate.kernel)))
+    _ok(run_cli("policy", "add", str(other), "--component", "cmdline", "--cmdline", "console=hvc0"))
+    bad = run_cli(*base, "--policy", str(other))
+    assert bad.rc == 1 and json.loads(bad.out)["allowed"] is False
+    # A different nonce is a replay: not verified at all.
+    stale = run_cli("verify", str(evidence), "--ak", ak, "--nonce", "00" * 32, "--policy", str(gate.policy),
+                    "--trust-key", str(gate.pub))
+    assert stale.rc == 1 and "nonce" in (stale.out + stale.err).lower()
