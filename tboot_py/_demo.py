@@ -128,7 +128,9 @@ def _demo(work: Path, art: object, initrd: Path, tpm: object) -> int:
 
     step("4. Gate passes, Xen boots the dom0 (QEMU, software emulation)")
     t0 = time.monotonic()
-    good = tboot_py(*gate, "--initrd", str(initrd), "--", *qemu_command(), timeout=400, check=False)
+    evidence = work / "evidence.json"
+    good = tboot_py(*gate, "--initrd", str(initrd), "--evidence-out", str(evidence), "--", *qemu_command(),
+                    timeout=400, check=False)
     took = time.monotonic() - t0
     con.print(good.stderr, markup=False, highlight=False)
     boot_lines = [ln for ln in good.stdout.splitlines()
@@ -170,8 +172,18 @@ def _demo(work: Path, art: object, initrd: Path, tpm: object) -> int:
     con.print(tboot_py("audit", "verify", str(state / "audit.jsonl")).stdout, markup=False)
     tboot_py("audit", "report", str(state / "audit.jsonl"), "-o", str(work / "audit-report.html"))
     con.print(f"compliance report: {work / 'audit-report.html'}")
+
+    step("7. A remote verifier re-checks the allowed launch from its evidence")
+    first = json.loads((state / "audit.jsonl").read_text().splitlines()[0])
+    remote = tboot_py("verify", str(evidence), "--ak", str(state / "ak.json"), "--nonce", str(first["nonce"]),
+                      "--policy", str(signed), "--trust-key", f"{key}.pub", check=False)
+    con.print(remote.stdout, markup=False)
+    if remote.returncode != 0:
+        con.print(remote.stderr, markup=False)
+        con.print("[bold red]demo failed:[/] the remote verifier did not confirm the allowed launch")
+        return 1
     con.print(Panel("[bold green]demo passed[/]: the measured launch booted Xen and its dom0, "
-                    "and the tampered initrd was refused."))
+                    "the tampered initrd was refused, and a remote verifier confirmed the launch from its evidence."))
     return 0
 
 

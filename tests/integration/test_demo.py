@@ -19,7 +19,7 @@ def test_demo_boots_xen_and_refuses_tampering(tmp_path: Path) -> None:
     assert p.returncode == 0, out[-4000:] + p.stderr[-2000:]
     assert "tboot-py demo: dom0 is up" in out
     assert "refused (exit 1); the launcher did not run." in out
-    assert "demo passed" in out
+    assert "demo passed" in out and "policy: allowed" in out
     # The refusal names the initrd and both digests.
     denied = out[out.index("Denied"):]
     assert "initrd" in denied.splitlines()[4]
