@@ -41,7 +41,9 @@ test-fast: setup
 	$(PY) -m pytest -q tests/unit tests/property
 
 bench: setup artifacts
-	$(PY) -m tboot_py._bench
+	@# Byte-compiled modules, as an installed package has them (some shells disable the cache).
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q tboot_py
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m tboot_py._bench
 
 lint: setup
 	.venv/bin/ruff check .

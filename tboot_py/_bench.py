@@ -14,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-SECTIONS: tuple[str, ...] = ("tboot_py.measure._bench", "tboot_py.verify._bench", "tboot_py.eventlog._bench")
+SECTIONS: tuple[str, ...] = (
+    "tboot_py.measure._bench", "tboot_py.verify._bench", "tboot_py.eventlog._bench", "tboot_py.launch._bench",
+)
 
 
 def machine() -> str:
