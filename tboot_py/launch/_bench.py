@@ -64,8 +64,8 @@ def run() -> str:
             extend = ["tpm2_pcrextend", "-T", tpm.tcti,
                       "9:sha1=" + "11" * 20 + ",sha256=" + "22" * 32 + ",sha384=" + "33" * 48]
             ext_t = [sum(_time(extend, 4)) for _ in range(RUNS)]
-            quote = ["tpm2_quote", "-T", tpm.tcti, "-c", "0x81010002", "-l", "sha1:9+sha256:9+sha384:9", "-q", "00" * 32,
-                     "-m", str(tmp / "q.msg"), "-s", str(tmp / "q.sig")]
+            quote = ["tpm2_quote", "-T", tpm.tcti, "-c", "0x81010002", "-l", "sha1:9+sha256:9+sha384:9",
+                     "-q", "00" * 32, "-m", str(tmp / "q.msg"), "-s", str(tmp / "q.sig")]
             quote_t = _time(quote)
         finally:
             tpm.stop()
