@@ -20,7 +20,6 @@ Any exception on the way denies; nothing after it runs.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import os
@@ -158,6 +157,7 @@ class _Trace:
     log: Path | None = None
     nonce: str | None = None
     evidence: Path | None = None
+    policy_sha256: str | None = None
 
 
 def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
@@ -231,16 +231,13 @@ def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: i
            measurements: Sequence[Any], verdict: Any, trace: _Trace) -> dict[str, Any]:
     from tboot_py.audit.records import append_record
 
-    policy_sha = None
-    with contextlib.suppress(OSError):
-        policy_sha = hashlib.sha256(req.policy.read_bytes()).hexdigest()
     record = {
         "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "decision": "allow" if allowed else "deny",
         "exit_code": exit_code,
         "dry_run": req.dry_run,
         "policy": str(req.policy),
-        "policy_sha256": policy_sha,
+        "policy_sha256": trace.policy_sha256,
         "tpm": req.tpm,
         "log": str(trace.log) if trace.log is not None else None,
         "nonce": trace.nonce,
@@ -262,9 +259,14 @@ def run_gate(req: GateRequest) -> GateResult:
     trace = _Trace()
     verdict = None
     try:
-        from tboot_py.policy.io import load_policy
+        from tboot_py.policy import io as policy_io
+        from tboot_py.policy import signing
 
-        policy = load_policy(req.policy, list(req.trust_keys) or None)
+        # Read once: the audit record names the SHA-256 of exactly the bytes evaluated.
+        policy_bytes = policy_io.read_bytes(req.policy)
+        trace.policy_sha256 = hashlib.sha256(policy_bytes).hexdigest()
+        keys = [signing.load_public_key(k) for k in req.trust_keys] if req.trust_keys else None
+        policy = policy_io.loads_policy(policy_bytes, keys, source=str(req.policy))
         for comp in ("hypervisor", "kernel", "initrd"):
             path = getattr(req, comp)
             if path is not None:

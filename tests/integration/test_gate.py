@@ -91,6 +91,7 @@ def test_allowed_launch_runs_the_measured_bytes(gate: Setup) -> None:
     assert lines[1].startswith("/proc/self/fd/") and lines[3].startswith("/proc/self/fd/")
     rec = _audit(gate)[-1]
     assert rec["decision"] == "allow"
+    assert rec["policy_sha256"] == hashlib.sha256(gate.policy.read_bytes()).hexdigest()
     # A second launch in the same boot appends to the same log and still verifies.
     gate.marker.unlink()
     assert gate.launch().rc == 0 and gate.launched()
@@ -176,6 +177,12 @@ def test_wrong_trust_key_denies(gate: Setup) -> None:
     # Rotation: with both keys trusted the same policy is accepted.
     r2 = gate.launch("--trust-key", str(other) + ".pub")
     assert r2.rc == 0, r2.err
+
+
+def test_missing_trust_key_denies(gate: Setup) -> None:
+    r = run_cli("launch", "--policy", str(gate.policy), "--trust-key", str(gate.dir / "nope.pub"), "--tpm",
+                gate.tpm.tcti, "--state", str(gate.state), "--kernel", str(gate.kernel), "--dry-run")
+    assert r.rc == 2 and "nope.pub" in r.err and "Traceback" not in r.err
 
 
 def test_missing_artifact_denies(gate: Setup) -> None:
