@@ -24,12 +24,10 @@ from pathlib import Path
 
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError
+from tboot_py.eventlog.model import EV_IPL  # PFP Table 9: tboot-py's measurement events
 from tboot_py.eventlog.write import NewEvent, append_events
 from tboot_py.measure import ArtifactKind, DigestSet, Measurement, measure
 from tboot_py.tpm import TPM, check_pcr_index
-
-#: EV_IPL (TCG PC Client PFP, Table 9): measurements made by the IPL code.
-EV_IPL = 0x0000000D
 
 COMPONENTS = ("hypervisor", "kernel", "initrd", "cmdline")
 DEFAULT_PCR = 9

@@ -23,6 +23,7 @@ from tboot_py.errors import InputError, ParseError, PolicyError
 from tboot_py.eventlog import Event, EventLog, replay
 from tboot_py.eventlog.decode import TbootPyEventData, decode_tboot_py
 from tboot_py.eventlog.efi import authority_data, variable_data
+from tboot_py.eventlog.model import EV_IPL  # PFP Table 9: tboot-py's measurement events
 from tboot_py.policy.inputs import BootFacts, FirmwareEvent
 from tboot_py.policy.model import (
     DRTM_PCRS,
@@ -38,7 +39,6 @@ from tboot_py.policy.model import (
     SignatureDbRule,
 )
 
-EV_IPL = 0x0000000D
 EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
 EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
 _NOT_AUTHORITIES = frozenset({"SbatLevel", "MokListTrusted"})

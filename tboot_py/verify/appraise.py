@@ -15,14 +15,12 @@ from typing import Any
 
 from tboot_py.eventlog import EventLog, parse_log
 from tboot_py.eventlog.decode import decode_tboot_py
+from tboot_py.eventlog.model import EV_IPL  # PFP Table 9: tboot-py's measurement events
 from tboot_py.policy import Inputs, MeasuredComponent, Policy, Verdict, evaluate
 from tboot_py.policy.derive import boot_facts
 from tboot_py.policy.inputs import firmware_events
 from tboot_py.policy.model import Component, DigestKind
 from tboot_py.verify.evidence import VerifiedBoot
-
-#: EV_IPL (TCG PC Client PFP, Table 9): the event type of tboot-py's measurements.
-EV_IPL = 0x0000000D
 
 
 @dataclass(frozen=True)
