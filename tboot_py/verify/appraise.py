@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tboot_py.errors import ParseError
 from tboot_py.eventlog import EventLog, parse_log
 from tboot_py.eventlog.decode import decode_tboot_py
 from tboot_py.eventlog.model import EV_IPL  # PFP Table 9: tboot-py's measurement events
@@ -54,7 +55,9 @@ def verified_measurements(verified: VerifiedBoot) -> tuple[MeasuredComponent, ..
         try:
             comp, kind = Component(info.component), DigestKind(info.kind)
         except ValueError:
-            continue  # an unknown component is not a measurement this policy can speak about
+            # A launched artifact the policy model cannot name would escape every rule: deny.
+            raise ParseError(f"tboot-py event {e.seq} in {e.log} names an unknown component or kind "
+                             f"({info.component!r}, {info.kind!r})") from None
         out.append(MeasuredComponent(comp, kind, digests, cmdline=info.cmdline, name=info.file))
     return tuple(out)
 
