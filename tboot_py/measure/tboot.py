@@ -118,6 +118,11 @@ def image_digests(
 ) -> tuple[DigestSet, int, bool]:
     """H(image) per bank (gunzipped first if gzip), the file size, and whether it was gzip."""
     name = source_name(src)
+    if isinstance(src, Path | str | int | Source):
+        # Opened outside the hasher: a lease outlives every thread's use of the mapping.
+        with open_source(src) as s, MultiHasher(banks) as h:
+            size, gz = _file_image(h, s, max_decompressed, progress)
+            return h.finish(), size, gz
     with MultiHasher(banks) as h:
         if isinstance(src, bytes | bytearray | memoryview):
             view = memoryview(src).cast("B")
@@ -130,9 +135,6 @@ def image_digests(
                     h.update(view[o : o + CHUNK_SIZE])
                 gz = False
             size = len(view)
-        elif isinstance(src, Path | str | int | Source):
-            with open_source(src) as s:
-                size, gz = _file_image(h, s, max_decompressed, progress)
         else:
             raise InputError(f"cannot measure a {type(src).__name__}")
         return h.finish(), size, gz

@@ -85,7 +85,8 @@ def test_progress_reports_monotonic_bytes(tmp_path: Path) -> None:
     f.write_bytes(b"\xab" * size)
     seen: list[int] = []
     hash_stream(f, (algorithms.SHA256,), progress=seen.append)
-    assert seen == sorted(seen) and seen[-1] == size and len(seen) >= 4
+    # A leased file is hashed a mapped window at a time (MAP_WINDOW), else a chunk at a time.
+    assert seen == sorted(seen) and seen[-1] == size and len(seen) >= 2
 
 
 def test_digestset_accessors() -> None:
