@@ -261,6 +261,26 @@ def test_uefi_db_rules() -> None:
     assert not v.allowed and v.failures[0].fatal
 
 
+def test_uefi_db_reasons_name_each_failure_and_summarise_passes() -> None:
+    """A dbx list runs to hundreds of hashes: a pass is one reason, a failure one per entry."""
+    dbx = [f"sha256:{i:064x}" for i in range(200)]
+    facts = BootFacts(secure_boot=True, db=frozenset({DBK}), dbx=frozenset(dbx), authorities=frozenset())
+    v = evaluate(pol({"type": "uefi-db", "dbx_require": dbx, "db_forbid": ["x509:" + "ee" * 32]}),
+                 inputs(boot=facts))
+    assert v.allowed
+    assert [r.message for r in v.reasons if r.check == "uefi-db"] == [
+        "db contains no forbidden entry (1 checked)", "dbx contains every required entry (200)"]
+    gone = dbx[7], dbx[150]
+    short = BootFacts(secure_boot=True, db=frozenset({DBK}), dbx=frozenset(dbx) - set(gone), authorities=frozenset())
+    v = evaluate(pol({"type": "uefi-db", "dbx_require": dbx}, mode="continue"), inputs(boot=short))
+    assert not v.allowed
+    assert [(r.message, r.expected) for r in v.failures if r.check == "uefi-db"] == [
+        (f"{e} is not in dbx", (f"dbx contains {e}",)) for e in gone]
+    assert all(not r.passed for r in v.reasons if r.check == "uefi-db")
+    v = evaluate(pol({"type": "uefi-db", "db_forbid": [DBK, "x509:" + "ee" * 32]}), inputs(boot=short))
+    assert [(r.message, r.actual) for r in v.failures if r.check == "uefi-db"] == [(f"forbidden {DBK} is in db", DBK)]
+
+
 def test_event_rules() -> None:
     dg = h("sha256", b"ev")
     evs = (FirmwareEvent(pcr=9, event_type=0xD, digests=(("sha256", dg),), data=b'{"tboot-py":1}', seq=4),
