@@ -178,6 +178,8 @@ def open_source(src: PathLike | int | Source) -> Iterator[Source]:
     try:
         size = _check_regular(fd, name)
         leased = size >= MAP_MIN and _take_read_lease(fd)
+        if leased:  # the size that counts is the one under the lease: no writer can change it now
+            size = _check_regular(fd, name)
         yield Source(fd, size, name, leased=leased)
     finally:
         if leased:

@@ -212,3 +212,25 @@ def test_mapped_ranges_equal_hashing_the_bytes(blob: tuple[Path, bytes], ranges:
             feed_ranges(h, s, ranges)
             got = h.finish()
     assert got.hex() == ref(want)
+
+
+def test_size_is_taken_under_the_lease(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that appends between the open and the lease: the whole file is hashed, not
+    the length seen before the lease was held."""
+    from tboot_py.measure import _source
+
+    p = tmp_path / "growing"
+    first, more = os.urandom(MAP_MIN + 5), os.urandom(MAP_WINDOW + 3)
+    p.write_bytes(first)
+    real = _source._take_read_lease
+
+    def append_then_lease(fd: int) -> bool:
+        with open(p, "ab") as w:
+            w.write(more)
+        return real(fd)
+
+    monkeypatch.setattr(_source, "_take_read_lease", append_then_lease)
+    with open_source(p) as s:
+        assert s.leased and s.size == len(first) + len(more)
+    monkeypatch.setattr(_source, "_take_read_lease", real)
+    assert hash_stream(p, BANKS).hex() == ref(first + more)
