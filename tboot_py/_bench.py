@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 SECTIONS: tuple[str, ...] = (
-    "tboot_py.measure._bench", "tboot_py.verify._bench", "tboot_py.eventlog._bench", "tboot_py.launch._bench",
+    "tboot_py.measure._bench", "tboot_py.appraise._bench", "tboot_py.eventlog._bench", "tboot_py.launch._bench",
 )
 
 

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tboot_py import algorithms
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import EventLogBlob, Evidence
 from tboot_py.attest.keys import AK_ATTRS
 from tboot_py.eventlog import NewEvent, encode_log
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import EventLogBlob, Evidence
 from tboot_py.verify.quote import TrustedAK
 
 _H = {algorithms.SHA1.alg_id: hashes.SHA1, algorithms.SHA256.alg_id: hashes.SHA256,

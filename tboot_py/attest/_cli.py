@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tboot_py.attest.cli_util import parse_handle, parse_hex
+from tboot_py._args import parse_handle, parse_hex
 from tboot_py.errors import EXIT_DENIED, EXIT_OK, InputError
 
 
@@ -65,8 +65,9 @@ def _ek(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tboot_py._output import console, emit_json
-    from tboot_py.attest import ekcert, keys
+    from tboot_py.attest import keys
     from tboot_py.attest.keys import open_esapi as open_tpm
+    from tboot_py.verify import ekcert
 
     tpm = open_tpm(args.tpm)
     try:
@@ -132,10 +133,10 @@ def _quote(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tboot_py.attest import keys
-    from tboot_py.attest.evidence import EventLogBlob
     from tboot_py.attest.keys import open_esapi as open_tpm
     from tboot_py.attest.quote import collect_evidence
-    from tboot_py.attest.structures import PCRSelection
+    from tboot_py.tpm.evidence import EventLogBlob
+    from tboot_py.tpm.wire import PCRSelection
 
     sel = PCRSelection.parse_spec(args.pcrs)
     nonce = parse_hex(args.nonce, "--nonce")
@@ -170,8 +171,9 @@ def _activate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tboot_py._output import console, emit_json
-    from tboot_py.attest import credential, ekcert, keys
+    from tboot_py.attest import credential, keys
     from tboot_py.attest.keys import open_esapi as open_tpm
+    from tboot_py.verify import ekcert
 
     tpm = open_tpm(args.tpm)
     try:

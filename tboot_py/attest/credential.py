@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.ciphers import algorithms as cipher_algs
 
 from tboot_py import algorithms
-from tboot_py.attest import structures as st
 from tboot_py.errors import InputError
+from tboot_py.tpm import wire as st
 
 if TYPE_CHECKING:
     from tboot_py.attest.keys import AK, EK

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tboot_py import algorithms
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import EventLogBlob, Evidence, pcr_digest
 from tboot_py.attest.keys import AK
 from tboot_py.errors import InputError, TPMError
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import EventLogBlob, Evidence, pcr_digest
 
 if TYPE_CHECKING:
     from tboot_py.tpm._esapi import EsapiTPM

@@ -166,11 +166,11 @@ def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: byt
     ``untrusted_fw`` is the firmware log, parsed once by the caller (the policy later reads
     the same object, never the file again). Returns a VerifiedBoot (from
     :func:`tboot_py.verify.verify_evidence`)."""
-    from tboot_py.attest.evidence import EventLogBlob
     from tboot_py.attest.keys import load_or_create_ak
     from tboot_py.attest.quote import collect_evidence
-    from tboot_py.attest.structures import PCRSelection
     from tboot_py.eventlog import parse_log
+    from tboot_py.tpm.evidence import EventLogBlob
+    from tboot_py.tpm.wire import PCRSelection
     from tboot_py.verify.evidence import verify_evidence
     from tboot_py.verify.quote import TrustedAK
 

@@ -78,9 +78,9 @@ def _report(args: argparse.Namespace, ok: bool, reason: str, verified: Any, extr
 def _verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tboot_py.attest.cli_util import parse_hex
-    from tboot_py.attest.evidence import parse_evidence
-    from tboot_py.attest.structures import PCRSelection
+    from tboot_py._args import parse_hex
+    from tboot_py.tpm.evidence import parse_evidence
+    from tboot_py.tpm.wire import PCRSelection
     from tboot_py.verify.evidence import check_evidence
     from tboot_py.verify.quote import load_trusted_ak
 
@@ -129,8 +129,8 @@ def _print_verdict(verdict: Any) -> None:
 
 
 def _quote_verify(args: argparse.Namespace) -> int:
-    from tboot_py.attest.cli_util import parse_hex
-    from tboot_py.attest.evidence import Evidence
+    from tboot_py._args import parse_hex
+    from tboot_py.tpm.evidence import Evidence
     from tboot_py.verify.quote import check_quote, load_trusted_ak
     from tboot_py.verify.tpm2_tools import read_pcrs_file
 
@@ -140,7 +140,7 @@ def _quote_verify(args: argparse.Namespace) -> int:
     nonce = parse_hex(args.nonce, "--nonce")
     pcrs = read_pcrs_file(_read(args.pcrs, "PCR file"), args.pcrs) if args.pcrs else {}
     # tpm2_quote -m writes TPMS_ATTEST without the TPM2B size; accept both.
-    from tboot_py.attest.structures import TPM_GENERATED_VALUE
+    from tboot_py.tpm.wire import TPM_GENERATED_VALUE
 
     if len(msg) >= 6 and int.from_bytes(msg[:2], "big") == len(msg) - 2 and \
             int.from_bytes(msg[2:6], "big") == TPM_GENERATED_VALUE:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tboot_py import algorithms
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import Evidence
 from tboot_py.errors import Error, ParseError, VerificationError
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import Evidence
 from tboot_py.verify import errors as ve
 from tboot_py.verify.quote import AKPublic, QuoteHistory, VerifiedPCRs, verify_quote
 
@@ -114,7 +114,7 @@ def verify_evidence(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
     vp = verify_quote(evidence, ak_public, nonce, expected_selection, history)
     chain: tuple[str, ...] = ()
     if ek_ca is not None:
-        from tboot_py.attest.ekcert import EKCertificateError, verify_ek_chain
+        from tboot_py.verify.ekcert import EKCertificateError, verify_ek_chain
 
         if evidence.ek_certificate is None:
             raise EKCertificateError("the evidence carries no EK certificate")
@@ -173,7 +173,7 @@ def _check_ak_under_ek(evidence: Evidence, ak_public: AKPublic, cert_der: bytes)
     qualifiedSigner = QN(QN(EK), AK) (TPM 2.0 Part 1, 16), with the EK derived from its
     default template and the certificate's key. Without this, any genuine EK certificate
     (from another TPM) could be attached to a quote. Call after verify_quote succeeded."""
-    from tboot_py.attest.ekcert import EKCertificateError, ek_publics_for_certificate
+    from tboot_py.verify.ekcert import EKCertificateError, ek_publics_for_certificate
     from tboot_py.verify.quote import TrustedAK, _resolve_ak
 
     ak = _resolve_ak(ak_public).public

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tboot_py import algorithms
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import Evidence
 from tboot_py.errors import Error, ParseError, VerificationError
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import Evidence
 from tboot_py.verify import errors as ve
 
 

@@ -20,9 +20,9 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import Evidence
 from tboot_py.errors import ParseError
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import Evidence
 
 _NUM_BANKS = 16
 _SEL_ENTRY = 8
@@ -112,7 +112,7 @@ def write_pcrs_serialized(selection: st.PCRSelection, values: Mapping[str, Mappi
 
 def read_pcrs_file(data: bytes, source: str | None = None) -> dict[str, dict[int, bytes]]:
     """PCR values from JSON ``{"sha256": {"0": "<hex>"}}`` or a ``tpm2_quote -o`` file."""
-    from tboot_py.attest.evidence import parse_pcr_json
+    from tboot_py.tpm.evidence import parse_pcr_json
 
     if data.lstrip().startswith(b"{"):
         try:

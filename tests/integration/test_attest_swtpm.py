@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from tboot_py.attest import credential, ekcert, keys
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import parse_evidence
+from tboot_py.attest import credential, keys
 from tboot_py.attest.quote import collect_evidence
 from tboot_py.errors import TPMError
+from tboot_py.tpm import wire as st
 from tboot_py.tpm._esapi import EsapiTPM
+from tboot_py.tpm.evidence import parse_evidence
 from tboot_py.tpm.swtpm import Swtpm
+from tboot_py.verify import ekcert
 from tboot_py.verify import errors as ve
 from tboot_py.verify.quote import TrustedAK, load_trusted_ak, verify_quote
 

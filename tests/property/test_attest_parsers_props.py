@@ -9,9 +9,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import parse_evidence
 from tboot_py.errors import ParseError
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import parse_evidence
 from tboot_py.verify.tpm2_tools import parse_pcrs_serialized, write_pcrs_serialized
 
 SEL = st.PCRSelection.of({"sha1": [0, 7], "sha256": [0, 1, 16]})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tboot_py.attest.evidence import parse_pcr_json
 from tboot_py.errors import ParseError
+from tboot_py.tpm.evidence import parse_pcr_json
 
 
 @pytest.mark.parametrize("index", ["\u00b2", "\u0663", "\uff11", " 1", "-1", "24", ""])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS
 
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import Evidence, parse_pcr_json
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import Evidence, parse_pcr_json
 from tboot_py.verify.quote import check_quote, verify_quote
 
 STEM = "go-attestation__windows_gcp_shielded_vm"

@@ -10,9 +10,9 @@ import pytest
 from _softak import SoftAK, build_log, evidence, make_attest, pcr_values, replayed
 
 from tboot_py import algorithms
-from tboot_py.attest import structures as st
-from tboot_py.attest.evidence import EventLogBlob, Evidence
 from tboot_py.attest.keys import AK_ATTRS
+from tboot_py.tpm import wire as st
+from tboot_py.tpm.evidence import EventLogBlob, Evidence
 from tboot_py.verify import errors as ve
 from tboot_py.verify.evidence import check_evidence, verify_evidence
 from tboot_py.verify.quote import QuoteHistory, VerifiedPCRs, check_quote, verify_quote

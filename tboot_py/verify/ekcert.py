@@ -17,8 +17,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tboot_py.attest import structures as st
 from tboot_py.errors import InputError, ParseError, VerificationError
+from tboot_py.tpm import wire as st
 
 
 class EKCertificateError(VerificationError):
@@ -183,7 +183,7 @@ def ek_publics_for_certificate(cert_der: bytes) -> list[st.Public]:
     key as ``unique``. Their Names tie an AK's Qualified Name to this EK."""
     import dataclasses
 
-    from tboot_py.attest.keys import EK_KINDS
+    from tboot_py.tpm.ek import EK_KINDS
 
     key = load_certificate(cert_der).public_key()
     out: list[st.Public] = []

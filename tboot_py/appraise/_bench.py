@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 
 def _setup(tmp: Path, alg: str) -> tuple[bytes, AKPublic, bytes, Path, str]:
     from tboot_py.attest import keys
-    from tboot_py.attest import structures as st
-    from tboot_py.attest.evidence import EventLogBlob
     from tboot_py.attest.quote import collect_evidence
     from tboot_py.eventlog import NewEvent, encode_log
+    from tboot_py.tpm import wire as st
     from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.evidence import EventLogBlob
     from tboot_py.tpm.swtpm import Swtpm, free_port
     from tboot_py.verify.quote import TrustedAK
     from tboot_py.verify.tpm2_tools import export_quote
@@ -70,7 +70,7 @@ def _rate(fn: Callable[[], object], seconds: float = 2.0) -> float:
 
 
 def run() -> str:
-    from tboot_py.attest.evidence import Evidence, parse_evidence
+    from tboot_py.tpm.evidence import Evidence, parse_evidence
     from tboot_py.verify.evidence import verify_evidence
     from tboot_py.verify.quote import verify_quote
 

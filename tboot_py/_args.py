@@ -1,4 +1,4 @@
-"""Small argument parsers shared by the attest and verify commands."""
+"""Small argument parsers shared by the CLI commands."""
 
 from __future__ import annotations
 

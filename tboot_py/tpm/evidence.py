@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tboot_py import algorithms
-from tboot_py.attest import structures as st
 from tboot_py.errors import ParseError
+from tboot_py.tpm import wire as st
 
 FORMAT = "tboot-py-evidence/1"
 MAX_EVIDENCE_BYTES = 64 * 1024 * 1024

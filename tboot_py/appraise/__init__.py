@@ -1,0 +1,1 @@
+"""The appraisal core: evidence + trust + policy -> one result (DESIGN.md, "appraise/")."""
