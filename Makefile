@@ -34,8 +34,11 @@ artifacts: setup
 demo: setup artifacts
 	$(PY) -m tboot_py._demo
 
+# The event-log corpus: TBOOT_PY_CORPUS=/path/to/corpus (default ../shared/corpus). Without one the
+# corpus tests do not run and the last line says how many; CI=true makes a missing corpus fail.
+TESTS ?= tests
 test: setup artifacts
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(TESTS)
 
 test-fast: setup
 	$(PY) -m pytest -q tests/unit tests/property

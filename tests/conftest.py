@@ -1,12 +1,20 @@
-"""Shared fixtures: a real swtpm per test (free port, temp state), the corpus, the CLI."""
+"""Shared fixtures: a real swtpm per test (free port, temp state), the corpus, the CLI.
+
+The corpus of real event logs lives outside the repository: ``TBOOT_PY_CORPUS`` names it,
+default ``../shared/corpus``. A test that reads it takes the ``corpus_dir`` fixture or carries
+``@pytest.mark.corpus``. Without a corpus those tests do not run and the summary says so; under
+``CI=true`` a missing corpus fails the run.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,13 +22,50 @@ from tboot_py._cli import main
 from tboot_py.tpm.swtpm import Swtpm, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = Path(os.environ.get("TBOOT_PY_CORPUS") or REPO.parent / "shared" / "corpus").resolve()
+HAVE_CORPUS = (CORPUS / "MANIFEST.tsv").is_file()
 ARTIFACTS = REPO / ".artifacts"
+_NOT_RUN: list[str] = []
+
+
+def corpus_logs(pattern: str = "*.bin") -> list[Path]:
+    """Corpus logs matching ``pattern`` (none without a corpus), for parametrizing at collection."""
+    return sorted((CORPUS / "logs").glob(pattern)) if HAVE_CORPUS else []
+
+
+def _needs_corpus(item: pytest.Item) -> bool:
+    return "corpus_dir" in getattr(item, "fixturenames", ()) or item.get_closest_marker("corpus") is not None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "corpus: reads the event-log corpus (TBOOT_PY_CORPUS)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAVE_CORPUS:
+        return
+    need = [i for i in items if _needs_corpus(i)]
+    if not need:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        raise pytest.UsageError(f"CI=true and {len(need)} test(s) need the corpus, but there is none at {CORPUS} "
+                                "(set TBOOT_PY_CORPUS)")
+    _NOT_RUN.extend(i.nodeid for i in need)
+    config.hook.pytest_deselected(items=need)
+    items[:] = [i for i in items if not _needs_corpus(i)]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Printed after pytest's own summary line, so it is the last thing ``make test`` shows."""
+    reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+    if _NOT_RUN and reporter is not None:
+        reporter.write_line(f"{len(_NOT_RUN)} corpus test(s) did not run: no corpus at {CORPUS}. "
+                                    "Point TBOOT_PY_CORPUS at a corpus directory (with MANIFEST.tsv) to run them.")
 
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    assert (CORPUS / "MANIFEST.tsv").is_file(), f"corpus missing at {CORPUS}"
+    assert HAVE_CORPUS, f"corpus missing at {CORPUS} (set TBOOT_PY_CORPUS)"
     return CORPUS
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from tboot_py.algorithms import SHA1, SHA256, SHA384
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "logs"
+_DEFAULT_CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+CORPUS = Path(os.environ.get("TBOOT_PY_CORPUS") or _DEFAULT_CORPUS) / "logs"
 RUNS = 7
 
 

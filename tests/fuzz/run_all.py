@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus" / "logs"
+CORPUS = Path(os.environ.get("TBOOT_PY_CORPUS") or REPO.parent / "shared" / "corpus") / "logs"
 TARGETS = ("parse_log", "ima", "cel", "authenticode", "tboot_gzip")
 
 

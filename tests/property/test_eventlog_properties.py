@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import struct
 import tracemalloc
-from pathlib import Path
 
+import pytest
+from conftest import corpus_logs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,8 +19,7 @@ from tboot_py.eventlog.cel import from_cel, to_cel
 from tboot_py.eventlog.checks import check_digests
 from tboot_py.eventlog.state import boot_state
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "logs"
-SEEDS = [p.read_bytes() for p in sorted(CORPUS.glob("*.bin"))[:12]]
+SEEDS = [p.read_bytes() for p in corpus_logs()[:12]]
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 banks_st = st.lists(st.sampled_from([SHA1, SHA256, SHA384, SHA512]), min_size=1, max_size=4, unique=True)
@@ -74,6 +74,7 @@ def test_random_bytes_raise_only_parse_error(data: bytes) -> None:
     _exercise(data)
 
 
+@pytest.mark.corpus
 @SETTINGS
 @given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=8),
        st.integers(0, 1 << 20))

@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS
 
 from tboot_py.algorithms import SHA1, SHA256
 from tboot_py.errors import ParseError
@@ -19,7 +20,6 @@ from tboot_py.eventlog.checks import DigestStatus, check_digests, diff, mismatch
 from tboot_py.eventlog.quirks import REGISTRY, load_pcr_values, replay_against
 from tboot_py.tpm.fake import FakeTPM
 
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
 BANKS = (SHA1, SHA256)
 
 
@@ -51,6 +51,7 @@ def test_missing_exit_boot_services_quirk_applied_only_when_it_matches() -> None
     assert [e.event_type_name for e in m.events] == ["EV_EFI_ACTION"]
 
 
+@pytest.mark.corpus
 def test_locality_quirk_on_a_real_log() -> None:
     # tpm2_eventlog 5.4 ignores StartupLocality; our replay honours it. Against the values a
     # replay WITHOUT the locality would give, the "startup-locality-not-applied" quirk explains it.
@@ -99,6 +100,7 @@ def _warned_events(stem: str) -> set[int]:
     return {int(x) for x in re.findall(r"Event (\d+)'s digest does not match", err.read_text())}
 
 
+@pytest.mark.corpus
 def test_digest_checks_agree_with_tpm2_eventlog_warnings() -> None:
     # tpm2_eventlog checks strings and variables; its WARN lines must be exactly our non-authority
     # mismatches (authority events: some shim and firmware versions hash other bytes; we flag
@@ -140,6 +142,7 @@ def test_diff_names_first_divergence() -> None:
     assert r.index == 0 and "banks" in r.reason
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("stem", ["secboot__eventlog1_qemu_ovmf_sb", "go-attestation__linux_tpm12",
                                   "python3-uefi-eventlog__lenovo_thinkpad_p51"])
 def test_cel_round_trip(stem: str) -> None:

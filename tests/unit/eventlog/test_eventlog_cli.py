@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+from conftest import CORPUS, run_cli
 
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
+pytestmark = pytest.mark.corpus
 LOGS = CORPUS / "logs"
 EXP = CORPUS / "expected"
 

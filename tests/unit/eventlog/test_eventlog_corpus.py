@@ -15,12 +15,13 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, corpus_logs
 
 from tboot_py.eventlog import EventLog, read_log, replay
 from tboot_py.eventlog.model import EV_NO_ACTION, PCR_INDEX_NONE, bank_name
 
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
-LOGS = sorted((CORPUS / "logs").glob("*.bin"))
+pytestmark = pytest.mark.corpus
+LOGS = corpus_logs()
 
 
 @cache

@@ -10,8 +10,9 @@ import datetime as dt
 import hashlib
 import struct
 import uuid
-from pathlib import Path
 
+import pytest
+from conftest import CORPUS as CORPUS_ROOT
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,7 +36,7 @@ from tboot_py.eventlog.efi import FirmwareBlob, GptData, HandoffTables, ImageLoa
 from tboot_py.eventlog.model import Event
 from tboot_py.eventlog.state import boot_state
 
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "logs"
+CORPUS = CORPUS_ROOT / "logs"
 GLOBAL = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
 SECDB = uuid.UUID("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
 X509 = uuid.UUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")
@@ -166,18 +167,21 @@ def test_tboot_py_event_decoder() -> None:
     assert isinstance(decode_event(ev(m.EV_IPL, b"[" * 100000, pcr=9)), RawData | TextData)
 
 
+@pytest.mark.corpus
 def test_sp800_155_from_corpus() -> None:
     log = read_log(CORPUS / "go-tpm-tools__eventlogwithsp800155.bin")
     sp = [d for d in (e.decode() for e in log.events) if isinstance(d, SP800155Data)]
     assert len(sp) == 2 and all(s.signature.startswith("SP800-155 Event") for s in sp)
 
 
+@pytest.mark.corpus
 def test_every_corpus_event_decodes_without_raising() -> None:
     for p in sorted(CORPUS.glob("*.bin")):
         for e in read_log(p).events:
             e.decode()
 
 
+@pytest.mark.corpus
 def test_boot_state_qemu_ovmf_secure_boot() -> None:
     st = boot_state(read_log(CORPUS / "secboot__eventlog1_qemu_ovmf_sb.bin"))
     assert st.secure_boot is True
@@ -192,6 +196,7 @@ def test_boot_state_qemu_ovmf_secure_boot() -> None:
     assert len(st.events_after_separator(4)) == 3
 
 
+@pytest.mark.corpus
 def test_boot_state_no_secure_boot_and_grub_cmdline() -> None:
     st = boot_state(read_log(CORPUS / "go-tpm-tools__ubuntu-2104-no-secure-boot.bin"))
     assert st.secure_boot is False
