@@ -12,7 +12,8 @@ import pytest
 from conftest import REPO
 
 # A few cheap files: one that needs the corpus throughout, one that mixes, one that never does.
-SUBSET = "tests/unit/eventlog/test_eventlog_cli.py tests/unit/eventlog/test_eventlog_checks.py tests/unit/test_output.py"
+SUBSET = " ".join(["tests/unit/eventlog/test_eventlog_cli.py", "tests/unit/eventlog/test_eventlog_checks.py",
+                   "tests/unit/test_output.py"])
 
 
 def _clone(dst: Path) -> Path:
