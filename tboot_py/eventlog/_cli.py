@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
 
     def add_log(p: argparse.ArgumentParser) -> None:
         p.add_argument("log", nargs="?", default=DEFAULT_LOG, metavar="LOG",
-                       help=f"binary event log (default: {DEFAULT_LOG}); a .json file is read as CEL-JSON")
+                       help=f"binary event log (default: {DEFAULT_LOG}); a .json file is read as CEL-JSON; "
+                            "- for standard input")
 
     p = lsub.add_parser("show", help="list the events of a log")
     add_log(p)
@@ -63,6 +64,17 @@ def _load(path: str) -> Any:
     from tboot_py.errors import InputError
     from tboot_py.eventlog import read_log
 
+    if path == "-":
+        from tboot_py._args import read_stdin
+        from tboot_py.eventlog import parse_log
+        from tboot_py.eventlog.parse import MAX_LOG_SIZE
+
+        data = read_stdin("the event log", MAX_LOG_SIZE)
+        if data.lstrip()[:1] in (b"[", b"{"):
+            from tboot_py.eventlog.cel import from_cel
+
+            return from_cel(data, source="<stdin>")
+        return parse_log(data, source="<stdin>")
     if path.endswith(".json"):
         from tboot_py.eventlog.cel import from_cel
 
@@ -82,7 +94,12 @@ def _load_pcrs(path: str) -> dict[str, dict[int, bytes]]:
     from tboot_py.eventlog.quirks import load_pcr_values
 
     try:
-        obj = json.loads(Path(path).read_text())
+        if path == "-":
+            from tboot_py._args import read_stdin
+
+            obj = json.loads(read_stdin("PCR values", 1 << 20))
+        else:
+            obj = json.loads(Path(path).read_text())
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from e
     except ValueError as e:
@@ -170,9 +187,7 @@ def _summary(e: Any) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import Column, emit_json, print_table
     from tboot_py.eventlog.cel import to_cel
 
     log = _load(args.log)
@@ -187,17 +202,15 @@ def _show(args: argparse.Namespace) -> int:
             "events": [_event_json(e) for e in log.events],
         })
         return EXIT_OK
-    t = Table(title=f"{args.log}: {log.format.value} log, banks {', '.join(log.bank_names)}, {len(log.events)} events")
-    t.add_column("#", justify="right")
-    t.add_column("PCR", justify="right")
-    t.add_column("type")
-    t.add_column("digest (first bank)", overflow="fold")
-    t.add_column("data", overflow="fold")
+    # The first bank's digest, abbreviated to 16 hex digits (all of them in full: --json).
+    rows = []
     for e in log.events:
         first = e.digests[0][1].hex()[:16] if e.digests else ""
         pcr = "-" if e.pcr == 0xFFFFFFFF else str(e.pcr)
-        t.add_row(str(e.seq), pcr, e.event_type_name, first, _summary(e))
-    console().print(t)
+        rows.append((str(e.seq), pcr, e.event_type_name, first, _summary(e)))
+    print_table(f"{args.log}: {log.format.value} log, banks {', '.join(log.bank_names)}, {len(log.events)} events",
+                (Column("#", right=True), Column("PCR", right=True), Column("type"),
+                 Column("digest (first bank)", digest=True), Column("data")), rows)
     return EXIT_OK
 
 
@@ -215,6 +228,8 @@ def _pcrs_json(values: dict[str, dict[int, bytes]]) -> dict[str, dict[str, str]]
 
 
 def _replay(args: argparse.Namespace) -> int:
+    import sys
+
     from tboot_py import algorithms
     from tboot_py.eventlog import replay
 
@@ -236,11 +251,11 @@ def _replay(args: argparse.Namespace) -> int:
             out["quirks"] = quirks
         _emit_json(out)
     else:
-        from tboot_py._output import console, pcr_table
+        from tboot_py._output import print_pcrs
 
-        console().print(pcr_table(values, title=f"PCR values replayed from {args.log}"))
+        print_pcrs(values, title=f"PCR values replayed from {args.log}")
         if args.pcrs:
-            console().print(f"quirks applied: {', '.join(quirks) if quirks else 'none'}")
+            print(f"quirks applied: {', '.join(quirks) if quirks else 'none'}", file=sys.stderr)
     return EXIT_OK
 
 

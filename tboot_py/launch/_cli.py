@@ -68,9 +68,7 @@ def logged_json(logged: Any) -> list[dict[str, Any]]:
 
 
 def _extend(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from tboot_py._output import console, emit_json, hash_progress
+    from tboot_py._output import Column, emit_json, hash_progress, print_table
     from tboot_py.launch.builder import extend_and_log
     from tboot_py.tpm import open_tpm
 
@@ -84,15 +82,19 @@ def _extend(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"log": str(args.log), "extended": logged_json(logged)})
         return EXIT_OK
-    t = Table(title=f"Extended and logged to {args.log}")
-    for col in ("component", "PCR", "file", "kind", "bank", "digest"):
-        t.add_column(col, overflow="fold")
+    # In a pipe every line is a whole record: component, PCR, file and kind are repeated per bank.
+    from tboot_py._output import is_terminal
+
+    tty = is_terminal()
+    rows = []
     for lm in logged:
         for i, (bank, hexd) in enumerate(lm.measurement.digests.hex().items()):
-            first = i == 0
-            t.add_row(lm.component if first else "", str(lm.pcr) if first else "",
-                      lm.measurement.name if first else "", lm.measurement.kind.value if first else "", bank, hexd)
-    console().print(t)
+            first = i == 0 or not tty
+            rows.append((lm.component if first else "", str(lm.pcr) if first else "",
+                         lm.measurement.name if first else "", lm.measurement.kind.value if first else "", bank, hexd))
+    print_table(f"Extended and logged to {args.log}",
+                (Column("component"), Column("PCR", right=True), Column("file"), Column("kind"), Column("bank"),
+                 Column("digest", digest=True)), rows)
     return EXIT_OK
 
 

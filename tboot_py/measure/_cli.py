@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     p.add_argument("--banks", default=None, metavar="LIST",
                    help="comma-separated banks (default: sha1,sha256,sha384)")
     p.add_argument("--json", action="store_true", help="machine output")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="file to measure; - for standard input")
     p.set_defaults(func=_measure)
 
 
@@ -25,13 +25,21 @@ def _measure(args: argparse.Namespace) -> int:
     import os
 
     from tboot_py import algorithms
-    from tboot_py._output import console, emit_json, hash_progress
+    from tboot_py._args import STDIN, stdin_fd
+    from tboot_py._output import emit_json, hash_progress
     from tboot_py.measure import Measurement, measure
 
     banks = algorithms.parse_banks(args.banks) if args.banks is not None else algorithms.DEFAULT_BANKS
     results: list[Measurement] = []
     with hash_progress(enabled=not args.json) as track:
         for f in args.files:
+            if f == STDIN:
+                fd = stdin_fd("the file to measure")
+                try:
+                    results.append(measure(fd, kind=args.kind, banks=banks, cmdline=args.cmdline, name=STDIN))
+                finally:
+                    os.close(fd)
+                continue
             try:
                 size = os.stat(f).st_size
             except OSError:
@@ -40,24 +48,28 @@ def _measure(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"measurements": [m.to_json() for m in results]})
     else:
-        console().print(_table(results))
+        _print(results)
     return EXIT_OK
 
 
-def _table(results: list[Any]) -> Any:
-    from rich.table import Table
+def _print(results: list[Any]) -> None:
+    """A table on a terminal; in a pipe one ``bank digest kind size file`` line per file and bank."""
+    import sys
 
-    t = Table(title="Measurements")
-    t.add_column("file", overflow="fold")
-    t.add_column("kind")
-    t.add_column("size", justify="right")
-    t.add_column("bank")
-    t.add_column("digest", overflow="fold")
+    from tboot_py._output import Column, is_terminal, print_table
+
+    if not is_terminal():
+        for m in results:
+            for bank, hexd in m.digests.hex().items():
+                sys.stdout.write(f"{bank} {hexd} {m.kind.value} {m.size} {m.name}\n")
+        return
+    rows = []
     for m in results:
         first = True
         for bank, hexd in m.digests.hex().items():
             label = m.name if m.cmdline is None or not first else f"{m.name}\ncmdline: {m.cmdline!r}"
-            t.add_row(label if first else "", m.kind.value if first else "", str(m.size) if first else "",
-                      bank, hexd)
+            rows.append((label if first else "", m.kind.value if first else "", str(m.size) if first else "",
+                         bank, hexd))
             first = False
-    return t
+    print_table("Measurements", (Column("file"), Column("kind"), Column("size", right=True), Column("bank"),
+                                 Column("digest", digest=True)), rows)

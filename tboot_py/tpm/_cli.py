@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
 
 def _pcrs(args: argparse.Namespace) -> int:
     from tboot_py import algorithms
-    from tboot_py._output import console, emit_json, pcr_table, pcrs_json
+    from tboot_py._output import emit_json, pcrs_json, print_pcrs
     from tboot_py.tpm import NUM_PCRS, open_tpm, parse_pcr_list
 
     banks = algorithms.parse_banks(args.banks) if args.banks else None
@@ -37,5 +37,5 @@ def _pcrs(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"pcrs": pcrs_json(values)})
     else:
-        console().print(pcr_table(values, title=f"PCRs of {args.tpm}"))
+        print_pcrs(values, title=f"PCRs of {args.tpm}")
     return EXIT_OK

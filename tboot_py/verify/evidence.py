@@ -105,13 +105,13 @@ def _replay_all(logs: list[tuple[str, Any]], banks: list[str]) -> tuple[
 def verify_evidence(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
                     expected_selection: st.PCRSelection | None = None,
                     history: QuoteHistory | VerifiedPCRs | None = None,
-                    ek_ca: Path | None = None) -> VerifiedBoot:
+                    ek_ca: Path | None = None, *, exact_selection: bool = True) -> VerifiedBoot:
     """Verify the quote, the optional EK certificate chain, then replay the event logs.
 
     Every PCR a log extends, in every bank the log carries, must be in the verified quote
     and equal to the replayed value. Raises a VerificationError subclass otherwise.
     """
-    vp = verify_quote(evidence, ak_public, nonce, expected_selection, history)
+    vp = verify_quote(evidence, ak_public, nonce, expected_selection, history, exact_selection=exact_selection)
     chain: tuple[str, ...] = ()
     if ek_ca is not None:
         from tboot_py.verify.ekcert import EKCertificateError, verify_ek_chain
@@ -208,10 +208,11 @@ def _divergence(bank: str, pcr: int, trail: list[tuple[str, Any, bytes]], quoted
 def check_evidence(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
                    expected_selection: st.PCRSelection | None = None,
                    history: QuoteHistory | VerifiedPCRs | None = None,
-                   ek_ca: Path | None = None) -> EvidenceCheck:
+                   ek_ca: Path | None = None, *, exact_selection: bool = True) -> EvidenceCheck:
     """Like :func:`verify_evidence` but returns an :class:`EvidenceCheck`; never raises."""
     try:
-        return EvidenceCheck(verify_evidence(evidence, ak_public, nonce, expected_selection, history, ek_ca))
+        return EvidenceCheck(verify_evidence(evidence, ak_public, nonce, expected_selection, history, ek_ca,
+                                             exact_selection=exact_selection))
     except VerificationError as e:
         return EvidenceCheck(None, e)
     except Error as e:

@@ -186,8 +186,12 @@ def _describe(sel: st.PCRSelection) -> str:
 
 def verify_quote(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
                  expected_selection: st.PCRSelection | None = None,
-                 history: QuoteHistory | VerifiedPCRs | None = None) -> VerifiedPCRs:
+                 history: QuoteHistory | VerifiedPCRs | None = None, *,
+                 exact_selection: bool = True) -> VerifiedPCRs:
     """Verify the quote in ``evidence`` and return the PCR values it vouches for.
+
+    ``expected_selection``: the quote must select exactly these PCRs, or with
+    ``exact_selection=False`` at least these (it may cover more).
 
     Raises a :class:`~tboot_py.verify.errors.QuoteError` subclass naming the failed check.
     ``history`` is the AK's previous attestation; the new quote must be strictly newer.
@@ -241,9 +245,11 @@ def verify_quote(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
         raise ve.SelectionMismatchError(f"quoted selection {_describe(quoted)} names a bank twice")
     if not qn:
         raise ve.SelectionMismatchError("the quote covers no PCR")
-    if expected_selection is not None and qn != _norm(expected_selection):
+    if expected_selection is not None and (qn != _norm(expected_selection) if exact_selection else not all(
+            set(pcrs) <= set(dict(qn).get(alg, ())) for alg, pcrs in _norm(expected_selection))):
         raise ve.SelectionMismatchError(
-            f"quoted selection {_describe(quoted)} is not the requested {_describe(expected_selection)}")
+            f"quoted selection {_describe(quoted)} is not {'' if exact_selection else 'a superset of '}"
+            f"the requested {_describe(expected_selection)}")
 
     supplied = evidence.untrusted_pcrs
     values: dict[str, dict[int, bytes]] = {}
@@ -312,10 +318,12 @@ def _check_history(prev: QuoteHistory, cur: st.ClockInfo) -> None:
 
 def check_quote(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
                 expected_selection: st.PCRSelection | None = None,
-                history: QuoteHistory | VerifiedPCRs | None = None) -> QuoteCheck:
+                history: QuoteHistory | VerifiedPCRs | None = None, *,
+                exact_selection: bool = True) -> QuoteCheck:
     """Like :func:`verify_quote` but returns a :class:`QuoteCheck` and never raises."""
     try:
-        return QuoteCheck(verify_quote(evidence, ak_public, nonce, expected_selection, history))
+        return QuoteCheck(verify_quote(evidence, ak_public, nonce, expected_selection, history,
+                                       exact_selection=exact_selection))
     except VerificationError as e:
         return QuoteCheck(None, e)
     except Error as e:

@@ -185,6 +185,15 @@ def test_cli_attest_and_verify(swtpm: Swtpm, ca_dir: Path, tmp_path: Path) -> No
     assert r.rc == 1 and "nonce" in r.out
     r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-8")
     assert r.rc == 1 and "selection" in r.out
+    # --pcrs names what the quote must cover at least; --exact demands that selection and no more.
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-3,7")
+    assert r.rc == 0, r.out
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-3,7", "--exact")
+    assert r.rc == 1 and "selection" in r.out
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-7", "--exact")
+    assert r.rc == 0, r.out
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha1:0")
+    assert r.rc == 1 and "selection" in r.out
     r = run_cli("verify", str(tmp_path / "missing.json"), "--ak", str(state), "--nonce", "00")
     assert r.rc == 2 and "Traceback" not in r.err
     r = run_cli("attest", "activate", "--tpm", swtpm.tcti, "--state", str(state), "--ek-ca", str(ca_dir))
