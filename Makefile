@@ -5,7 +5,7 @@ VENV_STAMP := .venv/.installed
 APT_STAMP := .state/.apt-installed
 APT_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config tboot osslsigncode \
 	qemu-system-x86 ovmf mtools dosfstools busybox-static cpio gzip xz-utils hyperfine openssl \
-	python3-venv
+	python3-venv postgresql
 
 .PHONY: setup apt venv demo test test-fast bench lint fuzz artifacts clean
 
@@ -25,7 +25,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml $(APT_STAMP)
 	@test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/pip install -q -U pip
-	.venv/bin/pip install -q -e '.[dev]'
+	.venv/bin/pip install -q -e '.[dev,server]'
 	@touch $@
 
 artifacts: setup

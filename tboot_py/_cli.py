@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "tboot_py.policy._cli",
     "tboot_py.attest._cli",
     "tboot_py.verify._cli",
+    "tboot_py.server._cli",
+    "tboot_py.agent._cli",
 )
 
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the attestation service's database (run at server start)."""
