@@ -106,25 +106,33 @@ class BodyLimit:
             if k == b"content-length" and (not v.isdigit() or int(v) > self.limit):
                 await _send_error(send, 413, "body_too_large", f"request bodies are capped at {self.limit} bytes")
                 return
+        # Read the whole body first (at most the cap), then hand it on: the app never sees
+        # a body over the cap, and a refusal is a clean 413 whatever the route.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return msg
+            if msg["type"] != "http.request":
+                break
+            chunk = msg.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _send_error(send, 413, "body_too_large", f"request bodies are capped at {self.limit} bytes")
+                return
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_error(send, 413, "body_too_large", f"request bodies are capped at {self.limit} bytes")
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _send_error(send: Any, status: int, code: str, detail: str) -> None:

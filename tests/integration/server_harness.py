@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tboot_py.tpm.swtpm import Swtpm, free_port
 from tests.conftest import CliResult, run_cli, start_swtpm
@@ -157,13 +158,78 @@ def json_out(p: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return d
 
 
-def pg_available() -> str:
-    for pattern in ("/usr/lib/postgresql/*/bin/initdb",):
-        import glob
+def pg_bindir() -> str:
+    """Debian keeps the server programs in /usr/lib/postgresql/N/bin, off PATH."""
+    import glob
 
-        found = sorted(glob.glob(pattern))
-        if found:
-            return str(Path(found[-1]).parent)
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return str(Path(found[-1]).parent)
     path = shutil.which("initdb")
     assert path, "PostgreSQL is not installed (Debian package postgresql; make setup installs it)"
     return str(Path(path).parent)
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl in a temp dir, trust auth on loopback).
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the postgres user."""
+
+    dir: Path
+    port: int
+    bindir: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = list(argv)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+    def start(self) -> Postgres:
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = self.dir / "data"
+        r = self._run(f"{self.bindir}/initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                      "--no-sync")
+        assert r.returncode == 0, r.stderr
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        r = self._run(f"{self.bindir}/pg_ctl", "-D", str(data), "-l", str(self.dir / "pg.log"), "-o", opts, "-w",
+                      "start")
+        assert r.returncode == 0, r.stderr + r.stdout
+        return self
+
+    def fresh_db(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self._run(f"{self.bindir}/pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[Postgres]:
+    import tempfile
+
+    pg = Postgres(Path(tempfile.mkdtemp(prefix="tboot-pg-")), free_port(), pg_bindir())
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Postgres]:
+    """One PostgreSQL cluster per test session (import this fixture into a test module)."""
+    with postgres() as cluster:
+        yield cluster

@@ -18,10 +18,14 @@ from tests.integration.server_harness import (
     Server,
     hosts,
     json_out,
+    Postgres,
     make_artifacts,
     ok,
+    pg,
     start_server,
 )
+
+__all__ = ["pg"]  # a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +35,16 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     return make_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, ca_dir: Path, art: Artifacts) -> Iterator[tuple[Server, list[HostTPM]]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path, ca_dir: Path,
+          art: Artifacts) -> Iterator[tuple[Server, list[HostTPM]]]:
+    db = None
+    if request.param == "postgresql":
+        cluster: Postgres = request.getfixturevalue("pg")
+        db = cluster.fresh_db("fleet")
     with hosts(tmp_path, ca_dir, 3, art) as hs:
         srv = start_server(tmp_path / "server", "--ek-roots", str(ca_dir), "--trust-key", str(art.pub),
-                           "--interval", "30")
+                           "--interval", "30", db=db)
         try:
             yield srv, hs
         finally:
