@@ -15,10 +15,10 @@ from tests.conftest import run_cli
 from tests.integration.server_harness import (
     Artifacts,
     HostTPM,
+    Postgres,
     Server,
     hosts,
     json_out,
-    Postgres,
     make_artifacts,
     ok,
     pg,
