@@ -5,9 +5,9 @@ VENV_STAMP := .venv/.installed
 APT_STAMP := .state/.apt-installed
 APT_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config tboot osslsigncode \
 	qemu-system-x86 ovmf mtools dosfstools busybox-static cpio gzip xz-utils hyperfine openssl \
-	python3-venv postgresql
+	python3-venv postgresql zsh
 
-.PHONY: setup apt venv demo test test-fast bench lint fuzz artifacts clean
+.PHONY: setup apt venv demo test test-fast bench lint fuzz artifacts docs clean
 
 setup: $(APT_STAMP) $(VENV_STAMP)
 
@@ -47,6 +47,10 @@ bench: setup artifacts
 	@# Byte-compiled modules, as an installed package has them (some shells disable the cache).
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q tboot_py
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m tboot_py._bench
+
+# Man pages and shell completion, regenerated from the argument parser (a test checks they match).
+docs: setup
+	$(PY) -m tboot_py._docs write
 
 lint: setup
 	.venv/bin/ruff check .

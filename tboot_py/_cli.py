@@ -37,12 +37,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tboot_py import __version__
+
     parser = _Parser(prog="tboot-py", description="Measured launch and attestation toolkit.")
+    parser.add_argument("--version", action="version", version=f"tboot-py {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    c = sub.add_parser("completion", help="print the shell completion script (bash or zsh)",
+                       description="Generated from the argument parser. bash: "
+                                   "`source <(tboot-py completion bash)`; zsh: write it as _tboot-py into $fpath.")
+    c.add_argument("shell", choices=["bash", "zsh"])
+    c.set_defaults(func=_completion)
     return parser
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from tboot_py import _docs
+
+    cmds = _docs.commands()
+    sys.stdout.write(_docs.bash_completion(cmds) if args.shell == "bash" else _docs.zsh_completion(cmds))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

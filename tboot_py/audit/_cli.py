@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
     s.set_defaults(func=_show)
     r = asub.add_parser("report", help="write a compliance report (HTML or Markdown) from an intact audit log")
     r.add_argument("log", type=Path, metavar="AUDIT_LOG")
-    r.add_argument("--format", choices=["html", "md"], default="html")
+    r.add_argument("--format", choices=["html", "md"], default=None,
+                   help="default: md for an OUTPUT ending in .md, else html")
     r.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="default: standard output")
     r.set_defaults(func=_report)
 
@@ -70,7 +71,8 @@ def _report(args: argparse.Namespace) -> int:
     from tboot_py.audit.report import render_report
     from tboot_py.errors import InputError
 
-    text = render_report(args.log, args.format)
+    fmt = args.format or ("md" if args.output is not None and args.output.suffix.lower() == ".md" else "html")
+    text = render_report(args.log, fmt)
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK

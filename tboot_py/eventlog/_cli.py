@@ -11,7 +11,7 @@ DEFAULT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
 
 
 def register(sub: Any) -> None:
-    log = sub.add_parser("log", help="TCG event logs: show, replay, verify, diff")
+    log = sub.add_parser("log", help="TCG event logs: show, replay, verify, diff, check, state")
     lsub = log.add_subparsers(dest="log_command", metavar="ACTION")
     lsub.required = True
 

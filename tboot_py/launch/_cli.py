@@ -30,10 +30,33 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=_extend)
     register_launch(sub)
-    h = sub.add_parser("hook", help="run a launch hook: xl-create CONFIG ..., libvirt-qemu GUEST OP SUBOP ...")
-    h.add_argument("name", choices=["xl-create", "libvirt-qemu"])
-    h.add_argument("hook_args", nargs=argparse.REMAINDER)
-    h.set_defaults(func=lambda a: _hook(a))
+    register_hooks(sub)
+
+
+_GATE_CONFIG = ("Settings (policy, trust keys, TPM, state directory, PCR map) come from /etc/tboot-py/gate.toml "
+                "or $TBOOT_PY_GATE_CONFIG.")
+
+
+def register_hooks(sub: Any) -> None:
+    h = sub.add_parser("hook", help="run a launch hook (xl-create, libvirt-qemu) through the gate",
+                       description="Front ends of the launch gate for hypervisor tools. " + _GATE_CONFIG)
+    hsub = h.add_subparsers(dest="name", metavar="HOOK")
+    hsub.required = True
+    x = hsub.add_parser("xl-create", help="measured `xl create`: gate the domain's kernel, ramdisk and cmdline",
+                        description="Reads kernel, ramdisk and cmdline (or root + extra) from the xl domain "
+                                    "config, runs the gate, and execs `xl create CONFIG` with the sealed, measured "
+                                    "copies only when the policy allows. " + _GATE_CONFIG)
+    x.add_argument("hook_args", nargs=argparse.REMAINDER, metavar="CONFIG [VAR=VALUE ...]",
+                   help="xl domain config, then extra settings as `xl create` takes them")
+    x.set_defaults(func=_hook)
+    lv = hsub.add_parser("libvirt-qemu", help="libvirt qemu hook: gate a direct-kernel-boot domain on prepare begin",
+                         description="Install as /etc/libvirt/hooks/qemu. On `prepare begin` it reads the domain XML "
+                                     "on standard input and runs the gate with --dry-run on its <kernel>, <initrd> "
+                                     "and <cmdline>; a non-zero exit makes libvirt refuse to start the domain. Other "
+                                     "events exit 0. " + _GATE_CONFIG)
+    lv.add_argument("hook_args", nargs=argparse.REMAINDER, metavar="GUEST OPERATION SUBOPERATION [EXTRA]",
+                    help="what libvirt passes to its qemu hook")
+    lv.set_defaults(func=_hook)
 
 
 def artifacts_from_args(args: argparse.Namespace) -> list[Any]:
@@ -107,7 +130,8 @@ def register_launch(sub: Any) -> None:
     p.add_argument("--trust-key", type=Path, action="append", default=[], metavar="K",
                    help="trusted policy signing key (repeatable); then unsigned policies are refused")
     add_tpm_arg(p)
-    p.add_argument("--log", type=Path, default=None, metavar="LOG", help="event log (default STATE/tboot-py.log)")
+    p.add_argument("--log", type=Path, default=None, metavar="LOG",
+                   help="event log (default STATE/logs/tboot-py.reset<R>.restart<S>.log, one per TPM boot)")
     p.add_argument("--state", type=Path, default=None, metavar="DIR",
                    help="state directory: AK, default log and audit log (default /var/lib/tboot-py)")
     p.add_argument("--audit-log", type=Path, default=None, metavar="FILE",
@@ -120,7 +144,9 @@ def register_launch(sub: Any) -> None:
     p.add_argument("--evidence-out", type=Path, default=None, metavar="FILE",
                    help="write the gate's evidence bundle (quote + logs) for later `tboot-py verify`; "
                         "the audit record holds its nonce")
-    p.add_argument("--dry-run", action="store_true", help="decide and record, but do not run the launcher")
+    p.add_argument("--dry-run", action="store_true",
+                   help="do everything but run the launcher: it still extends the TPM's PCRs, appends to the event "
+                        "log, quotes with the AK (creating it on first use) and appends to the audit log")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     _add_artifact_args(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- LAUNCH_CMD...")

@@ -1,0 +1,169 @@
+"""Conventions of the command line: --version, --help everywhere, completion and man pages
+generated from the parser (and equal to the shipped files), README and help that cannot drift."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import REPO, run_cli
+
+from tboot_py import __version__, _docs
+
+CMDS = _docs.commands()
+IDS = [c.name for c in CMDS]
+
+
+def test_version() -> None:
+    r = run_cli("--version")
+    assert r.rc == 0 and r.out == f"tboot-py {__version__}\n"
+
+
+@pytest.mark.parametrize("cmd", CMDS, ids=IDS)
+def test_help_works_on_every_command(cmd: _docs.Command) -> None:
+    r = run_cli(*cmd.path, "--help")
+    assert r.rc == 0 and r.err == ""
+    assert r.out.startswith(f"usage: {cmd.name}")
+
+
+@pytest.mark.parametrize("cmd", [c for c in CMDS if c.subcommands()], ids=[c.name for c in CMDS if c.subcommands()])
+def test_every_subcommand_is_in_its_parents_help(cmd: _docs.Command) -> None:
+    out = run_cli(*cmd.path, "--help").out
+    for name, help_ in cmd.subcommands():
+        assert help_, f"{cmd.name} {name} has no help line"
+        assert re.search(rf"^    {re.escape(name)}\s", out, re.M), f"{name} missing from `{cmd.name} --help`"
+
+
+def test_hook_help_is_not_taken_for_a_file() -> None:
+    for hook in ("xl-create", "libvirt-qemu"):
+        r = run_cli("hook", hook, "--help")
+        assert r.rc == 0 and "gate.toml" in r.out and "No such file" not in r.err
+
+
+def test_shipped_man_pages_and_completion_are_what_the_parser_generates() -> None:
+    share = REPO / "tboot_py" / "share"
+    want = _docs.generated()
+    have = {str(p.relative_to(share)) for p in [*share.glob("man/man1/*"), *share.glob("completions/*")]}
+    assert have == set(want), "run `make docs`"
+    for rel, text in want.items():
+        assert (share / rel).read_text() == text, f"{rel} is stale: run `make docs`"
+    assert len([c for c in CMDS if c.path]) + 1 == len([r for r in want if r.startswith("man/")])
+
+
+def test_man_pages_render_without_warnings() -> None:
+    for page in sorted((REPO / "tboot_py" / "share" / "man" / "man1").glob("*.1")):
+        r = subprocess.run(["groff", "-man", "-ww", "-z", str(page)], capture_output=True, text=True, check=False)
+        assert r.returncode == 0 and r.stderr == "", (page.name, r.stderr)
+
+
+def _bash_complete(line: str) -> list[str]:
+    script = REPO / "tboot_py" / "share" / "completions" / "tboot-py"
+    words = line.split(" ")
+    prog = (f"source {script}; COMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}; "
+            "_tboot_py; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    r = subprocess.run(["bash", "--norc", "-c", prog], capture_output=True, text=True, check=True, cwd="/")
+    return [w for w in r.stdout.splitlines() if w]
+
+
+def test_bash_completion() -> None:
+    assert _bash_complete("tboot-py lo") == ["log"]
+    assert set(_bash_complete("tboot-py log ")) == {"show", "replay", "verify", "diff", "check", "state"}
+    assert _bash_complete("tboot-py measure --kind ") == ["auto", "file", "pe", "tboot-module"]
+    assert "--exact" in _bash_complete("tboot-py verify --")
+    assert set(_bash_complete("tboot-py hook ")) == {"xl-create", "libvirt-qemu"}
+    assert "etc" in _bash_complete("tboot-py log replay e")  # files once the command is known
+    assert _bash_complete("tboot-py --ver") == ["--version"]
+
+
+def _zsh_complete(line: str) -> list[str]:
+    """Runs the generated function with zsh's completion builtins replaced by stubs that print."""
+    script = REPO / "tboot_py" / "share" / "completions" / "_tboot-py"
+    words = line.split(" ")
+    prog = ("_describe() { local -a a; a=(${(P)${@[-1]}}); for x in $a; do print -r -- ${x%%:*}; done }; "
+            "compadd() { shift; print -rl -- $@ }; _files() { print -- FILES }; "
+            f"words=({' '.join(repr(w) for w in words)}); CURRENT={len(words)}; "
+            f"source {script}")
+    r = subprocess.run(["zsh", "-f", "-c", prog], capture_output=True, text=True, check=True)
+    return [w.replace("\\:", ":") for w in r.stdout.splitlines() if w]
+
+
+def test_zsh_completion() -> None:
+    assert shutil.which("zsh"), "zsh is in the Makefile's APT_PACKAGES"
+    assert {"show", "replay", "check", "state"} <= set(_zsh_complete("tboot-py log "))
+    assert _zsh_complete("tboot-py measure --kind ") == ["auto", "file", "pe", "tboot-module"]
+    assert "--exact" in _zsh_complete("tboot-py verify --")
+    assert _zsh_complete("tboot-py log replay x") == ["FILES"]
+
+
+def test_completion_command_prints_the_shipped_scripts() -> None:
+    share = REPO / "tboot_py" / "share" / "completions"
+    assert run_cli("completion", "bash").out == (share / "tboot-py").read_text()
+    assert run_cli("completion", "zsh").out == (share / "_tboot-py").read_text()
+
+
+# --- the README cannot drift ---------------------------------------------------------------
+
+_SPAN = re.compile(r"`([^`\n]+)`")
+_OPT = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+
+
+def _readme_invocations() -> list[str]:
+    """Every ``tboot-py ...`` the README shows, from code blocks (continuations joined) and
+    inline code; `log show ...` style spans in the event-log section count as `tboot-py log ...`."""
+    text = (REPO / "README.md").read_text()
+    out: list[str] = []
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    for b in blocks:
+        for line in b.replace("\\\n", " ").splitlines():
+            i = line.find("tboot-py ")
+            if i >= 0:
+                out.append(line[i:].split("#")[0])
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    top = {n for n, _ in CMDS[0].subcommands()}
+    for span in _SPAN.findall(prose):
+        if span.startswith("tboot-py ") and not span.split(" ")[1].endswith(":"):  # not a printed message
+            out.append(span)
+        elif span.split(" ")[0] in top and len(span.split(" ")) > 1:
+            out.append("tboot-py " + span)
+    # `log show|replay ...` names two commands.
+    expanded = []
+    for inv in out:
+        words = inv.split(" ")
+        if len(words) > 2 and "|" in words[2] and not words[2].startswith("-"):
+            expanded += [" ".join([*words[:2], alt, *words[3:]]) for alt in words[2].split("|")]
+        else:
+            expanded.append(inv)
+    return expanded
+
+
+def _resolve(words: list[str]) -> tuple[_docs.Command, list[str]]:
+    by_path = {c.path: c for c in CMDS}
+    path: tuple[str, ...] = ()
+    while words and (*path, words[0]) in by_path:
+        path = (*path, words.pop(0))
+    return by_path[path], words
+
+
+def test_every_command_and_option_the_readme_names_exists() -> None:
+    seen = _readme_invocations()
+    assert len(seen) > 30
+    for inv in seen:
+        cmd, rest = _resolve(inv.split()[1:])
+        if cmd.path == () and rest and not rest[0].startswith("-"):
+            if rest[0] in {"--"}:
+                continue
+            pytest.fail(f"README names `tboot-py {rest[0]}`, which is not a command: {inv!r}")
+        if cmd.subcommands() and rest and not rest[0].startswith("-"):
+            pytest.fail(f"README names `{cmd.name} {rest[0]}`, which is not a command: {inv!r}")
+        known = {o for a in cmd.options() for o in a.option_strings}
+        tail = " ".join(rest).split(" -- ")[0]  # after --, the launcher's own arguments
+        for opt in _OPT.findall(tail):
+            assert opt in known, f"README: `{cmd.name}` has no option {opt} ({inv!r})"
+
+
+def test_readme_covers_every_command() -> None:
+    seen = {_resolve(inv.split()[1:])[0].path for inv in _readme_invocations()}
+    missing = [c.name for c in CMDS if c.path and not c.subcommands() and c.path not in seen]
+    assert not missing, f"README never shows: {missing}"
