@@ -53,16 +53,16 @@ class Server:
                 self.kill()
 
 
-def start_server(state: Path, *extra: str, db: str | None = None, env: dict[str, str] | None = None) -> Server:
+def start_server(state: Path, *extra: str, db: str | None = None, token_file: Path | None = None) -> Server:
     """``tboot-py serve`` on a free loopback port; returns once /v1/health answers."""
     state.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = state / f"server-{port}.log"
     argv = [sys.executable, "-m", "tboot_py", "serve", "--state", str(state), "--listen", f"127.0.0.1:{port}",
-            *(["--db", db] if db else []), *extra]
+            *(["--db", db] if db else []), *(["--admin-token-file", str(token_file)] if token_file else []), *extra]
     proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
-                            env={**os.environ, **(env or {})})
+                            env=dict(os.environ))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -74,7 +74,7 @@ def start_server(state: Path, *extra: str, db: str | None = None, env: dict[str,
     else:
         proc.kill()
         raise AssertionError(f"server did not come up: {log.read_text()}")
-    return Server(url, (state / "admin-token").read_text().strip(), proc, log)
+    return Server(url, (token_file or state / "admin-token").read_text().strip(), proc, log)
 
 
 @dataclass
