@@ -61,9 +61,12 @@ def step(title: str) -> None:
 
 
 def qemu_command() -> list[str]:
+    """QEMU boots Xen (multiboot) with the dom0 kernel and initrd as modules. Every
+    placeholder is a whole argument; {qemu_modules} is the gate's own "KERNEL CMDLINE,INITRD"
+    list for -initrd, with the command line's commas doubled so none can add a module."""
     return ["timeout", "300", "qemu-system-x86_64", "-machine", "accel=tcg", "-cpu", "Nehalem", "-m", "1024",
             "-nographic", "-no-reboot", "-nic", "none", "-kernel", "{hypervisor}", "-append", "{hypervisor_cmdline}",
-            "-initrd", "{kernel} {cmdline},{initrd}"]
+            "-initrd", "{qemu_modules}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

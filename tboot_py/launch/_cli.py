@@ -43,17 +43,21 @@ def register_hooks(sub: Any) -> None:
     hsub = h.add_subparsers(dest="name", metavar="HOOK")
     hsub.required = True
     x = hsub.add_parser("xl-create", help="measured `xl create`: gate the domain's kernel, ramdisk and cmdline",
-                        description="Reads kernel, ramdisk and cmdline (or root + extra) from the xl domain "
-                                    "config, runs the gate, and execs `xl create CONFIG` with the sealed, measured "
-                                    "copies only when the policy allows. " + _GATE_CONFIG)
+                        description="Reads the xl domain config once, refuses keys that load unmeasured code "
+                                    "(bootloader, firmware, pvshim, device_model_*, acpi/smbios_firmware, ...), "
+                                    "measures kernel, ramdisk and cmdline (or root + extra), and only when the "
+                                    "policy allows execs `xl create` on a sealed copy of the checked config that "
+                                    "names the sealed, measured copies. " + _GATE_CONFIG)
     x.add_argument("hook_args", nargs=argparse.REMAINDER, metavar="CONFIG [VAR=VALUE ...]",
                    help="xl domain config, then extra settings as `xl create` takes them")
     x.set_defaults(func=_hook)
     lv = hsub.add_parser("libvirt-qemu", help="libvirt qemu hook: gate a direct-kernel-boot domain on prepare begin",
                          description="Install as /etc/libvirt/hooks/qemu. On `prepare begin` it reads the domain XML "
-                                     "on standard input and runs the gate with --dry-run on its <kernel>, <initrd> "
-                                     "and <cmdline>; a non-zero exit makes libvirt refuse to start the domain. Other "
-                                     "events exit 0. " + _GATE_CONFIG)
+                                     "on standard input, refuses elements that load code or pass boot data the gate "
+                                     "does not measure (qemu:commandline, loader, nvram, dtb, acpi, sysinfo, rom "
+                                     "file, ...) unless the policy's allow_launch names them, and runs the gate as a "
+                                     "dry run on its <kernel>, <initrd> and <cmdline>; a non-zero exit makes libvirt "
+                                     "refuse to start the domain. Other events exit 0. " + _GATE_CONFIG)
     lv.add_argument("hook_args", nargs=argparse.REMAINDER, metavar="GUEST OPERATION SUBOPERATION [EXTRA]",
                     help="what libvirt passes to its qemu hook")
     lv.set_defaults(func=_hook)
@@ -123,9 +127,12 @@ def _extend(args: argparse.Namespace) -> int:
 
 def register_launch(sub: Any) -> None:
     p = sub.add_parser("launch", help="the fail-closed launch gate: measure, extend, log, verify, policy, exec",
-                       description="Everything after -- is the launcher; {hypervisor}, {kernel} and {initrd} in it "
-                                   "become the sealed, measured copies (/proc/self/fd/N), {cmdline} and "
-                                   "{hypervisor_cmdline} the measured command lines ({{ and }} are braces).")
+                       description="Everything after -- is the launcher. Placeholders are whole arguments: "
+                                   "{hypervisor}, {kernel} and {initrd} become the sealed, measured copies "
+                                   "(/proc/self/fd/N), {cmdline} and {hypervisor_cmdline} the measured command lines, "
+                                   "{qemu_modules} QEMU's multiboot -initrd list (commas escaped); {{ and }} are "
+                                   "braces. The launcher gets a clean environment (PATH, HOME, USER, LOGNAME, TERM, "
+                                   "LANG, LANGUAGE, LC_*, TZ, TMPDIR, and TBOOT_PY_<COMPONENT>).")
     p.add_argument("--policy", type=Path, required=True, metavar="P", help="policy (TOML, JSON or signed DSSE)")
     p.add_argument("--trust-key", type=Path, action="append", default=[], metavar="K",
                    help="trusted policy signing key (repeatable); then unsigned policies are refused")
@@ -155,7 +162,8 @@ def register_launch(sub: Any) -> None:
 
 def _launch(args: argparse.Namespace) -> int:
     from tboot_py.errors import InputError
-    from tboot_py.launch.gate import DEFAULT_STATE, GateRequest, exec_launcher, launcher_argv, run_gate
+    from tboot_py.launch.gate import DEFAULT_STATE, GateRequest, default_firmware_log
+    from tboot_py.launch.handover import check_command
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -164,15 +172,11 @@ def _launch(args: argparse.Namespace) -> int:
         raise InputError("no launch command: give one after --, or use --dry-run")
     if args.pcr_map == "tboot" and args.pcr is not None:
         raise InputError("--pcr and --pcr-map tboot exclude each other")
-    # Check the placeholders before anything is measured or extended.
-    given = [c for c in ("hypervisor", "kernel", "initrd") if getattr(args, c) is not None]
-    launcher_argv(command, [_Placeholder(c) for c in given], args.cmdline, args.hypervisor_cmdline)
-    firmware_log = args.firmware_log
-    if firmware_log is None and _is_device(args.tpm):
-        from tboot_py.eventlog import DEFAULT_LOG_PATH
-
-        if Path(DEFAULT_LOG_PATH).exists():
-            firmware_log = Path(DEFAULT_LOG_PATH)
+    # Check the command (placeholders, original paths, the launcher) before anything is measured.
+    if command:
+        check_command(command, {c: getattr(args, c) for c in ("hypervisor", "kernel", "initrd")},
+                      args.cmdline, args.hypervisor_cmdline)
+    firmware_log = args.firmware_log if args.firmware_log is not None else default_firmware_log(args.tpm)
     req = GateRequest(
         policy=args.policy, tpm=args.tpm, hypervisor=args.hypervisor, kernel=args.kernel, initrd=args.initrd,
         cmdline=args.cmdline, hypervisor_cmdline=args.hypervisor_cmdline, trust_keys=tuple(args.trust_key),
@@ -180,30 +184,27 @@ def _launch(args: argparse.Namespace) -> int:
         pcr=args.pcr, ak_alg=args.ak_alg, firmware_log=firmware_log, dry_run=args.dry_run,
         command=tuple(command), evidence_out=args.evidence_out,
     )
+    return _run(args, req)
+
+
+def _run(args: argparse.Namespace, req: Any) -> int:
+    """Run the gate on ``req``, print the decision, and exec the launcher when allowed."""
+    import sys
+
+    from tboot_py.launch.gate import exec_launcher, run_gate
+
     result = run_gate(req)
     _report(args, result)
     if not result.allowed:
         return result.exit_code
-    if args.dry_run:
+    if req.dry_run or result.launch is None:
         for c in result.copies:
             c.close()
         return EXIT_OK
-    import sys
-
     sys.stdout.flush()
     sys.stderr.flush()
-    exec_launcher(command, result.copies, args.cmdline, args.hypervisor_cmdline)
+    exec_launcher(result)
     return EXIT_OK  # not reached
-
-
-def _is_device(tpm: str) -> bool:
-    return tpm.startswith(("/", "device:"))
-
-
-class _Placeholder:
-    def __init__(self, component: str) -> None:
-        self.component = component
-        self.path = f"/proc/self/fd/<{component}>"
 
 
 def _report(args: argparse.Namespace, result: Any) -> None:
@@ -240,6 +241,12 @@ def _report(args: argparse.Namespace, result: Any) -> None:
 
 
 def _hook(args: argparse.Namespace) -> int:
-    from tboot_py.launch.hooks.run import main_hook
+    import sys
 
-    return main_hook(args.name, args.hook_args)
+    from tboot_py.launch.hooks.run import hook_request
+
+    req = hook_request(args.name, args.hook_args, sys.stdin)
+    if req is None:
+        return EXIT_OK
+    args.json = False
+    return _run(args, req)

@@ -12,8 +12,9 @@ The gate
 5. evaluates the policy against the measurements and the verified PCRs;
 6. appends the decision, allow or deny, with its reasons to the hash-chained audit log;
 7. only then, if allowed and not a dry run, execs the launcher with the sealed copies as
-   ``/proc/self/fd/N`` (placeholders ``{hypervisor}``, ``{kernel}``, ``{initrd}``,
-   ``{cmdline}`` in the command, and ``TBOOT_PY_<COMPONENT>`` in its environment).
+   ``/proc/self/fd/N``: whole-argument placeholders in the command, ``TBOOT_PY_<COMPONENT>``
+   in a clean environment (:mod:`tboot_py.launch.handover`); the audit record holds that
+   argv and environment.
 
 Any exception on the way denies; nothing after it runs.
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from tboot_py.errors import EXIT_DENIED, EXIT_OK, Error, InputError, VerificationError
+from tboot_py.launch.handover import PLACEHOLDERS, escape_braces
+
+__all__ = ["PLACEHOLDERS", "GateRequest", "GateResult", "escape_braces", "exec_launcher", "launch_plan",
+           "launcher_argv", "run_gate"]
 
 DEFAULT_STATE = Path("/var/lib/tboot-py")
-PLACEHOLDERS = ("hypervisor", "kernel", "initrd", "cmdline", "hypervisor_cmdline")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,12 @@ class GateRequest:
     command: tuple[str, ...] = ()
     #: Write the gate's own evidence bundle here, for re-verification (``tboot-py verify``).
     evidence_out: Path | None = None
+    #: The xl config bytes the xl hook checked (:mod:`tboot_py.launch.xl`): the gate seals
+    #: them, with the sealed kernel and ramdisk, as ``{xl_config}``.
+    xl_config: bytes | None = None
+    #: Names of launch elements outside the measurement that the request carries (libvirt:
+    #: ``qemu:commandline``, ``loader``...): refused unless the policy's ``allow_launch`` names each.
+    allow_needed: tuple[str, ...] = ()
 
     def log_path_for(self, boot: tuple[int, int]) -> Path:
         """The event log: ``--log``, or one per TPM boot in the state directory. PCRs start
@@ -82,6 +91,8 @@ class GateResult:
     measurements: tuple[Any, ...] = ()
     audit: Mapping[str, Any] = field(default_factory=dict)
     copies: tuple[Any, ...] = ()
+    #: What an allowed, non-dry-run launch execs (a LaunchPlan), as the audit record shows it.
+    launch: Any = None
 
     def __bool__(self) -> bool:
         raise TypeError("read GateResult.allowed")
@@ -228,7 +239,7 @@ def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verif
 
 
 def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,
-           measurements: Sequence[Any], verdict: Any, trace: _Trace) -> dict[str, Any]:
+           measurements: Sequence[Any], verdict: Any, trace: _Trace, launch: Any = None) -> dict[str, Any]:
     from tboot_py.audit.records import append_record
 
     record = {
@@ -246,18 +257,21 @@ def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: i
         "verdict": verdict.as_json() if verdict is not None else None,
         "measurements": [m.to_json() for m in measurements],
         "command": list(req.command),
+        # The argv and environment the gate execs when allowed: exactly these, nothing else.
+        "launch": launch.as_json() if launch is not None else None,
     }
     return append_record(req.audit_path, record)
 
 
 def run_gate(req: GateRequest) -> GateResult:
     """Run every stage; returns the decision (never raises for a denial). The caller execs."""
-    from tboot_py.launch.sealed import seal_copy
+    from tboot_py.launch.sealed import seal_artifact
 
     copies: dict[str, Any] = {}
     measurements: list[Any] = []
     trace = _Trace()
     verdict = None
+    plan = None
     try:
         from tboot_py.policy import io as policy_io
         from tboot_py.policy import signing
@@ -267,12 +281,17 @@ def run_gate(req: GateRequest) -> GateResult:
         trace.policy_sha256 = hashlib.sha256(policy_bytes).hexdigest()
         keys = [signing.load_public_key(k) for k in req.trust_keys] if req.trust_keys else None
         policy = policy_io.loads_policy(policy_bytes, keys, source=str(req.policy))
+        _check_allowed(req, policy)
         for comp in ("hypervisor", "kernel", "initrd"):
             path = getattr(req, comp)
             if path is not None:
-                copies[comp] = seal_copy(comp, path)
+                copies[comp] = seal_artifact(comp, path, tboot_module=req.pcr_map == "tboot")
         if not copies:
             raise InputError("nothing to launch: give --hypervisor, --kernel or --initrd")
+        if req.xl_config is not None:
+            copies["xl_config"] = _seal_xl_config(req, copies)
+        if not req.dry_run and req.command:
+            plan = launch_plan(req, list(copies.values()))
         artifacts = _artifacts(req, copies)
         verified, logged, untrusted_fw = _measure_extend_verify(req, artifacts, trace)
         measurements = [lm.measurement for lm in logged]
@@ -289,7 +308,7 @@ def run_gate(req: GateRequest) -> GateResult:
         result = GateResult(False, 3, (f"internal error: {type(e).__name__}: {e}",), verdict, tuple(measurements))
     try:
         record = _audit(req, result.allowed, result.reasons, result.exit_code, result.measurements, verdict,
-                        trace)
+                        trace, plan if result.allowed else None)
     except Error as e:
         for c in copies.values():
             c.close()
@@ -304,7 +323,7 @@ def run_gate(req: GateRequest) -> GateResult:
             c.close()
         return GateResult(False, result.exit_code, result.reasons, verdict, result.measurements, record)
     return GateResult(True, EXIT_OK, result.reasons, verdict, result.measurements, record,
-                      tuple(copies.values()))
+                      tuple(copies.values()), plan)
 
 
 def check_private_dir(path: Path) -> None:
@@ -351,46 +370,62 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
     return verified, logged, untrusted_fw
 
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(" + "|".join(PLACEHOLDERS) + r")\}")
-
-
-def escape_braces(text: str) -> str:
-    """Quote literal text for a launch command: ``{`` and ``}`` are doubled, as in str.format."""
-    return text.replace("{", "{{").replace("}", "}}")
-
-
 def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | None,
                   hypervisor_cmdline: str | None = None) -> list[str]:
-    """Substitute ``{hypervisor}``, ``{kernel}``, ``{initrd}``, ``{cmdline}`` and
-    ``{hypervisor_cmdline}`` in one pass (a substituted value is never scanned again);
-    ``{{`` and ``}}`` stand for braces. The command lines are the measured ones."""
-    values: dict[str, str] = {str(c.component): str(c.path) for c in copies}
-    values["cmdline"] = cmdline or ""
-    if hypervisor_cmdline is not None:
-        values["hypervisor_cmdline"] = hypervisor_cmdline
+    """The launch argv (rules in :mod:`tboot_py.launch.handover`): placeholders are whole
+    arguments, ``{{``/``}}`` stand for braces, command lines are the measured ones."""
+    from tboot_py.launch.handover import launcher_argv as _argv
 
-    def sub(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key is None:
-            return m.group(0)[0]
-        if key not in values:
-            raise InputError(f"the launch command uses {{{key}}} but no {key} was given")
-        return values[key]
-
-    return [_PLACEHOLDER.sub(sub, arg) for arg in command]
+    return _argv(command, copies, cmdline, hypervisor_cmdline)
 
 
-def exec_launcher(command: Sequence[str], copies: Sequence[Any], cmdline: str | None,
-                  hypervisor_cmdline: str | None = None) -> None:
-    """Replace this process with the launcher; the sealed copies stay open for it."""
-    if not command:
-        raise InputError("no launch command given (put it after --)")
-    argv = launcher_argv(command, copies, cmdline, hypervisor_cmdline)
-    env = dict(os.environ)
-    for c in copies:
-        os.set_inheritable(c.fd, True)
-        env[f"TBOOT_PY_{c.component.upper()}"] = c.path
+def default_firmware_log(tpm: str) -> Path | None:
+    """The firmware log the gate reads by default: the kernel's, with a TPM device."""
+    from tboot_py.eventlog import DEFAULT_LOG_PATH
+
+    if tpm.startswith(("/", "device:")) and Path(DEFAULT_LOG_PATH).exists():
+        return Path(DEFAULT_LOG_PATH)
+    return None
+
+
+def _check_allowed(req: GateRequest, policy: Any) -> None:
+    missing = [n for n in req.allow_needed if n not in policy.allow_launch]
+    if missing:
+        raise VerificationError(f"the launch carries {', '.join(missing)}, which the gate does not measure and "
+                                "the policy does not allow (allow_launch)")
+
+
+def _seal_xl_config(req: GateRequest, copies: Mapping[str, Any]) -> Any:
+    """The xl config xl will read: the checked bytes naming the sealed kernel and ramdisk."""
+    from tboot_py.launch import xl
+    from tboot_py.launch.sealed import seal_bytes
+
+    assert req.xl_config is not None
     try:
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        raise InputError(f"cannot run launcher {argv[0]!r}: {e.strerror}") from e
+        boot = xl.check_config(req.xl_config.decode(), "xl config")
+    except UnicodeDecodeError as e:
+        raise InputError(f"xl config: not UTF-8 text: {e}") from None
+    if (boot.kernel, boot.ramdisk, boot.cmdline) != (str(req.kernel), None if req.initrd is None else str(req.initrd),
+                                                    req.cmdline):
+        raise InputError("the xl config does not boot the kernel, ramdisk and cmdline given to the gate")
+    ramdisk = copies["initrd"].path if "initrd" in copies else None
+    return seal_bytes("xl_config", "xl config", xl.sealed_text(req.xl_config, boot, copies["kernel"].path, ramdisk))
+
+
+def launch_plan(req: GateRequest, copies: Sequence[Any]) -> Any:
+    """What the gate will exec for ``req`` (a LaunchPlan), checked before anything is
+    extended; the audit record holds it and :func:`exec_launcher` runs exactly it."""
+    from tboot_py.launch.handover import launch_plan as _plan
+
+    originals = {c.component: (str(c.origin), c.origin_id) for c in copies if c.origin_id is not None}
+    return _plan(req.command, copies, req.cmdline, req.hypervisor_cmdline, originals=originals)
+
+
+def exec_launcher(result: GateResult) -> None:
+    """Replace this process with the launcher the allowed ``result`` planned; the sealed
+    copies stay open for it."""
+    from tboot_py.launch.handover import exec_plan
+
+    if not result.allowed or result.launch is None:
+        raise InputError("nothing to launch: the gate did not allow a launch command")
+    exec_plan(result.launch, [c.fd for c in result.copies])

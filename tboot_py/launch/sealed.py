@@ -5,6 +5,18 @@ seals it against writes, shrinking and growing (F_SEAL_WRITE | F_SEAL_SHRINK |
 F_SEAL_GROW | F_SEAL_SEAL, fcntl(2)). It measures that copy and hands the launcher
 ``/proc/self/fd/N`` for it. Nothing can change the bytes between measurement and use: the
 path the user named is read exactly once, and replacing it afterwards has no effect.
+
+What the launcher receives, per kind of artifact (the rule the README states):
+
+* a plain file (``file``) and a non-gzip tboot module: every byte of the copy is hashed;
+* a gzip tboot module: the digest covers the *decompressed* image (tb_polgen gunzips, and
+  so does GRUB's ``module`` before tboot hashes it), so the copy holds the decompressed
+  image, never the gzip file: bytes that decompression skips (header fields, padding)
+  never reach the launcher (:func:`seal_artifact` with ``tboot_module=True``);
+* a PE image (``pe``): the Authenticode digest leaves out the CheckSum, the Certificate
+  Table directory entry, the certificate table at the end of the file, and the padding
+  between sections. The signatures are needed by firmware and stay, but padding must be
+  zero (:func:`check_pe_padding`): an unhashed gap can carry nothing a loader could run.
 """
 
 from __future__ import annotations
@@ -33,6 +45,11 @@ class SealedCopy:
     origin: Path
     fd: int
     size: int
+    #: (st_dev, st_ino) of the file the copy was read from (None for generated files), so a
+    #: launch command that names the original under any spelling can be refused.
+    origin_id: tuple[int, int] | None = None
+    #: The copy holds the gunzipped image of a gzip file.
+    gunzipped: bool = False
 
     @property
     def path(self) -> str:
@@ -41,6 +58,98 @@ class SealedCopy:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def seal_artifact(component: str, origin: Path, *, tboot_module: bool) -> SealedCopy:
+    """The sealed copy the launcher gets for an artifact of this kind (module docstring):
+    a gzip tboot module decompressed, a PE image with its padding checked, else the file."""
+    copy = seal_copy(component, origin)
+    try:
+        if tboot_module and _is_gzip_fd(copy.fd):
+            from tboot_py.measure.tboot import gunzip_into
+
+            mfd = _new_memfd(component)
+            try:
+                size = gunzip_into(copy.fd, _FdSink(mfd))
+                fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, _SEALS)
+            except BaseException:
+                os.close(mfd)
+                raise
+            return SealedCopy(component, origin, mfd, size, copy.origin_id, gunzipped=True)
+        if not tboot_module:
+            check_pe_padding(copy.fd, f"{component}: {origin}")
+    except BaseException:
+        copy.close()
+        raise
+    return copy
+
+
+def seal_bytes(component: str, name: str, data: bytes) -> SealedCopy:
+    """A sealed memfd holding ``data`` (a file the gate generates, such as an xl config)."""
+    if len(data) > MAX_ARTIFACT:
+        raise InputError(f"{component}: larger than {MAX_ARTIFACT} bytes")
+    mfd = _new_memfd(component)
+    try:
+        _FdSink(mfd).update(data)
+        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(mfd)
+        raise
+    return SealedCopy(component, Path(name), mfd, len(data))
+
+
+def check_pe_padding(fd: int, name: str) -> None:
+    """Refuse a PE image whose bytes outside the Authenticode digest, other than the
+    CheckSum, the Certificate Table entry and the certificate table, are not zero (the
+    section padding; Authenticode PE spec, "Calculating the PE Image Hash"). Not a PE: no-op."""
+    from tboot_py.measure import _pe
+    from tboot_py.measure._source import open_source
+    from tboot_py.measure.authenticode import image_ranges
+
+    with open_source(fd) as s:
+        head = s.read_exact(0, min(0x40, s.size))
+        if not _pe.looks_like_pe(head, _pe.source_reader(s), s.size):
+            return
+        h = _pe.parse_headers(_pe.source_reader(s), s.size, s.name)
+        allowed = [(h.checksum_offset, 4)]
+        if h.cert_dir_offset is not None:
+            allowed.append((h.cert_dir_offset, 8))
+            if h.cert_table_size:
+                allowed.append((h.cert_table_offset, h.cert_table_size))
+        covered = sorted(image_ranges(h, s.name) + allowed)
+        pos = 0
+        for off, n in [*covered, (s.size, 0)]:
+            for at in range(pos, off, _CHUNK):
+                gap = s.read_exact(at, min(_CHUNK, off - at))
+                if gap.count(0) != len(gap):
+                    raise InputError(f"{name}: bytes at 0x{at:x} lie outside the Authenticode "
+                                     "digest and are not zero padding; the launcher would receive unmeasured bytes")
+            pos = max(pos, off + n)
+
+
+class _FdSink:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.total = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.total += len(data)
+        if self.total > MAX_ARTIFACT:
+            raise InputError("artifact larger than the size limit")
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+
+def _new_memfd(component: str) -> int:
+    return os.memfd_create(f"tboot-py-{component}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+
+
+def _is_gzip_fd(fd: int) -> bool:
+    from tboot_py.measure.tboot import is_gzip
+
+    return is_gzip(os.pread(fd, 2, 0))
 
 
 def seal_copy(component: str, origin: Path) -> SealedCopy:
@@ -59,7 +168,7 @@ def seal_copy(component: str, origin: Path) -> SealedCopy:
             raise InputError(f"{component}: {origin}: not a regular file")
         if st.st_size > MAX_ARTIFACT:
             raise InputError(f"{component}: {origin}: larger than {MAX_ARTIFACT} bytes")
-        mfd = os.memfd_create(f"tboot-py-{component}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        mfd = _new_memfd(component)
         try:
             size = _copy(src, mfd)
             fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, _SEALS)
@@ -72,7 +181,7 @@ def seal_copy(component: str, origin: Path) -> SealedCopy:
         raise InputError(f"{component}: {origin}: {e.strerror}") from None
     finally:
         os.close(src)
-    return SealedCopy(component, origin, mfd, size)
+    return SealedCopy(component, origin, mfd, size, (st.st_dev, st.st_ino))
 
 
 def _copy(src: int, dst: int) -> int:

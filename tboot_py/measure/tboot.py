@@ -22,6 +22,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
@@ -47,7 +48,13 @@ def is_gzip(head: bytes) -> bool:
     return len(head) >= 2 and head[:2] == GZIP_MAGIC
 
 
-def _gunzip_into(h: MultiHasher, chunks: Iterable[memoryview], name: str, limit: int) -> int:
+class Sink(Protocol):
+    """Where decompressed bytes go: a hasher, or the gate's sealed copy."""
+
+    def update(self, data: bytes) -> None: ...
+
+
+def _gunzip_into(h: Sink, chunks: Iterable[memoryview], name: str, limit: int) -> int:
     """Stream-decompress gzip member(s) from an iterator of chunks into ``h``; returns the output size."""
     out_total = 0
     consumed = 0  # compressed bytes fully consumed by finished members
@@ -159,6 +166,15 @@ def _file_image(h: MultiHasher, s: Source, limit: int, progress: Progress | None
     for v in counted():
         h.update(v)
     return done, False
+
+
+def gunzip_into(src: Path | str | int | Source, sink: Sink, *, max_decompressed: int = MAX_DECOMPRESSED) -> int:
+    """Decompress the gzip file ``src`` into ``sink`` exactly as :func:`image_digests` does
+    before hashing (the same members, the same refusals, the same cap); returns the
+    decompressed size. The launch gate hands a tboot module over decompressed through this,
+    so the launcher receives exactly the bytes the module hash covers."""
+    with open_source(src) as s:
+        return _gunzip_into(sink, _read_chunks(s, 0, None), s.name, max_decompressed)
 
 
 def tboot_module_digests(

@@ -229,7 +229,7 @@ def policy_from_dict(doc: object, allow_empty: bool = False) -> Policy:
     policy never loads for evaluation."""
     budget = _Budget()
     top = _table(doc, "policy")
-    _no_extra(top, {"version", "mode", "name", "description", "rules"}, "")
+    _no_extra(top, {"version", "mode", "name", "description", "rules", "allow_launch", "warnings"}, "")
     if "version" not in top:
         raise PolicyError(f"version: required field is missing (this tboot-py reads version {SCHEMA_VERSION})")
     version = _int(top["version"], "version", 0, 1 << 31)
@@ -240,7 +240,18 @@ def policy_from_dict(doc: object, allow_empty: bool = False) -> Policy:
     if not rules and not allow_empty:
         raise PolicyError("rules: a policy needs at least one rule (an empty policy would allow everything)")
     return Policy(rules=rules, mode=mode, name=_str(top, "name", ""),
-                  description=_str(top, "description", ""), version=version)
+                  description=_str(top, "description", ""), version=version,
+                  allow_launch=_strings(top, "allow_launch", budget), warnings=_strings(top, "warnings", budget))
+
+
+def _strings(top: Mapping[str, Any], key: str, budget: _Budget) -> tuple[str, ...]:
+    if key not in top:
+        return ()
+    items = _list(top, key, "", budget)
+    for i, v in enumerate(items):
+        if not isinstance(v, str) or not v or len(v) > MAX_STRING:
+            raise PolicyError(f"{key}[{i}]: expected a non-empty string")
+    return tuple(items)
 
 
 def _rule(obj: object, path: str, budget: _Budget, depth: int) -> Rule:
@@ -438,6 +449,10 @@ def policy_to_dict(policy: Policy, dates_as_strings: bool = True) -> dict[str, A
         d["name"] = policy.name
     if policy.description is not None:
         d["description"] = policy.description
+    if policy.allow_launch:
+        d["allow_launch"] = list(policy.allow_launch)
+    if policy.warnings:
+        d["warnings"] = list(policy.warnings)
     d["rules"] = [rule_to_dict(r, dates_as_strings) for r in policy.rules]
     return d
 

@@ -240,6 +240,11 @@ class Policy:
     version: int = SCHEMA_VERSION
     #: Hex key ids of the keys whose signatures verified when it was loaded (empty: unsigned).
     signed_by: tuple[str, ...] = field(default=(), compare=False)
+    #: Launch elements outside the gate's measurement that this policy accepts by name (the
+    #: libvirt hook's ``qemu:commandline``, ``loader``...; tboot_py.launch.hooks.run).
+    allow_launch: tuple[str, ...] = ()
+    #: Warnings every decision under this policy repeats (an allow-all tboot VLP import).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Launch hooks: Xen ``xl create``, libvirt's qemu hook, and a systemd ExecStartPre= unit.
+"""Launch hooks: Xen ``xl create``, libvirt's qemu hook, and a systemd unit whose ExecStart= is the gate.
 
 All three call the same gate. Their settings (policy, trust keys, TPM, state) come from a
 small TOML file, ``/etc/tboot-py/gate.toml`` or the file named by ``TBOOT_PY_GATE_CONFIG``::

@@ -1,20 +1,22 @@
-"""``tboot-py hook xl-create|libvirt-qemu``: the hooks' logic, shared with the gate."""
+"""``tboot-py hook xl-create|libvirt-qemu``: each hook reads what its launcher will read and
+builds a :class:`~tboot_py.launch.gate.GateRequest`, which the gate runs in-process."""
 
 from __future__ import annotations
 
 import os
-import re
-import shlex
-import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from tboot_py.errors import EXIT_OK, InputError, PolicyError
-from tboot_py.launch.gate import escape_braces
+from tboot_py.errors import InputError, PolicyError
+from tboot_py.launch import xl
+from tboot_py.launch.gate import GateRequest, default_firmware_log
+from tboot_py.launch.xl import parse_xl_config
+
+__all__ = ["GateConfig", "hook_request", "libvirt_qemu", "load_config", "parse_xl_config", "xl_create"]
 
 DEFAULT_CONFIG = Path("/etc/tboot-py/gate.toml")
 #: libvirt hook input is small; refuse anything larger than this.
@@ -57,157 +59,100 @@ def _str(doc: Mapping[str, Any], key: str, path: Path) -> str:
     return v
 
 
-def gate_argv(cfg: GateConfig, *, kernel: str | None, initrd: str | None, cmdline: str | None,
-              dry_run: bool, command: Sequence[str] = ()) -> list[str]:
-    argv = ["launch", "--policy", str(cfg.policy), "--tpm", cfg.tpm, "--state", str(cfg.state),
-            "--pcr-map", cfg.pcr_map]
-    for k in cfg.trust_keys:
-        argv += ["--trust-key", str(k)]
-    if kernel:
-        argv += ["--kernel", kernel]
-    if initrd:
-        argv += ["--initrd", initrd]
-    if cmdline is not None:
-        argv += ["--cmdline", cmdline]
-    if dry_run:
-        argv.append("--dry-run")
-    if command:
-        argv += ["--", *command]
-    return argv
+def gate_request(cfg: GateConfig, *, kernel: str, initrd: str | None, cmdline: str | None,
+                 dry_run: bool, command: Sequence[str] = (), xl_config: bytes | None = None,
+                 allow_needed: Sequence[str] = ()) -> GateRequest:
+    """The gate request a hook runs in-process (never an argv for the CLI)."""
+    return GateRequest(policy=cfg.policy, tpm=cfg.tpm, kernel=Path(kernel),
+                       initrd=Path(initrd) if initrd else None, cmdline=cmdline, trust_keys=cfg.trust_keys,
+                       state=cfg.state, pcr_map=cfg.pcr_map, firmware_log=default_firmware_log(cfg.tpm),
+                       dry_run=dry_run, command=tuple(command), xl_config=xl_config,
+                       allow_needed=tuple(allow_needed))
 
 
 # ---------------------------------------------------------------- xl create
 
-#: The keys whose values decide what xl boots (xl.cfg(5), "Direct Kernel Boot").
-_XL_BOOT_KEYS = frozenset({"kernel", "ramdisk", "cmdline", "extra", "root", "bootloader"})
-#: Tokens of xl's config language (tools/libs/util/libxlu_cfg_l.l): lower-case identifiers,
-#: numbers, single- or double-quoted strings with backslash escapes, '=', '+=', lists, and
-#: ';' or a newline between statements. Comments run from '#' to the end of the line.
-_XL_TOKEN = re.compile(r"""
-    (?P<ws>[ \t\r]+) | (?P<comment>\#[^\n]*) | (?P<nl>\n) | (?P<semi>;)
-  | (?P<ident>[a-z][_0-9a-z]*) | (?P<number>[0-9][0-9a-fx]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*" | '(?:[^'\\\n]|\\.)*')
-  | (?P<op>\+=|=) | (?P<punct>[\[\],])
-""", re.VERBOSE)
-_XL_ESCAPES = {"\\": "\\", '"': '"', "'": "'"}
+#: Largest xl config the hook reads.
+MAX_XL_CONFIG = 1 << 20
 
 
-def _xl_tokens(text: str, where: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        m = _XL_TOKEN.match(text, pos)
-        if m is None:
-            line = text.count("\n", 0, pos) + 1
-            raise InputError(f"{where}: line {line}: xl config syntax the gate cannot read: {text[pos:pos + 20]!r}")
-        kind = m.lastgroup
-        assert kind is not None
-        if kind not in ("ws", "comment"):
-            out.append((kind, m.group()))
-        pos = m.end()
-    return out
-
-
-def _xl_string(tok: str, where: str) -> str:
-    """Decode a quoted xl string. Only \\\\, \\" and \\' are decoded; any other escape is
-    refused, so the measured value is always the one xl passes on."""
-    body, out, i = tok[1:-1], [], 0
-    while i < len(body):
-        c = body[i]
-        if c == "\\":
-            nxt = body[i + 1]
-            if nxt not in _XL_ESCAPES:
-                raise InputError(f"{where}: escape \\{nxt} in a boot setting is not supported")
-            out.append(_XL_ESCAPES[nxt])
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _xl_quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def parse_xl_config(text: str, where: str = "xl config") -> dict[str, str]:
-    """kernel, ramdisk, cmdline/extra/root and bootloader from an xl domain config
-    (xl.cfg(5)), read with xl's own statement syntax; the last assignment wins, as in xl.
-
-    Fails closed: text the hook cannot tokenize, or a boot setting that is not one plain
-    string, raises InputError, so xl can never boot a value that was not measured."""
-    toks = _xl_tokens(text, where)
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(toks):
-        kind, val = toks[i]
-        if kind in ("nl", "semi"):
-            i += 1
-            continue
-        if kind != "ident" or i + 1 >= len(toks) or toks[i + 1][0] != "op":
-            raise InputError(f"{where}: expected KEY = VALUE at {val!r}")
-        key, op = val, toks[i + 1][1]
-        i += 2
-        start, depth = i, 0
-        while i < len(toks) and (depth or toks[i][0] not in ("nl", "semi")):
-            if toks[i][1] == "[":
-                depth += 1
-            elif toks[i][1] == "]":
-                depth -= 1
-                if depth < 0:
-                    raise InputError(f"{where}: unbalanced ']' in {key}")
-            i += 1
-        value = [t for t in toks[start:i] if t[0] != "nl"]
-        if depth or not value:
-            raise InputError(f"{where}: {key} has no complete value")
-        if key in _XL_BOOT_KEYS:
-            if op != "=" or len(value) != 1 or value[0][0] != "string":
-                raise InputError(f"{where}: {key} must be one quoted string for a measured launch")
-            out[key] = _xl_string(value[0][1], f"{where}: {key}")
-    return out
-
-
-def xl_create(args: Sequence[str]) -> list[str]:
-    """Gate arguments for ``xl create CONFIG [VAR=VALUE ...]``."""
+def xl_create(args: Sequence[str]) -> GateRequest:
+    """The gate request for ``xl create CONFIG [VAR=VALUE ...]``: the config is read once,
+    checked with xl's whole key set (:mod:`tboot_py.launch.xl`), and xl gets the sealed copy
+    of exactly those bytes (``xl create {xl_config}``), so it never reads the file again."""
     if not args:
         raise InputError("usage: tboot-py hook xl-create CONFIG [VAR=VALUE ...]")
     config = Path(args[0])
     try:
-        keys = parse_xl_config(config.read_text(), str(config))
+        with config.open("rb") as f:
+            data = f.read(MAX_XL_CONFIG + 1)
     except OSError as e:
         raise InputError(f"{config}: {e.strerror}") from None
+    if len(data) > MAX_XL_CONFIG:
+        raise InputError(f"{config}: larger than {MAX_XL_CONFIG} bytes")
+    # xl create reads each VAR=VALUE as one more line of the config.
+    text = xl.with_extras(data, tuple(args[1:]))
+    try:
+        boot = xl.check_config(text.decode(), str(config))
     except UnicodeDecodeError as e:
-        raise InputError(f"{config}: not text: {e}") from None
-    for extra in args[1:]:
-        # xl create reads each VAR=VALUE as one more line of the config.
-        keys.update(parse_xl_config(extra, f"argument {extra!r}"))
-    if keys.get("bootloader"):
-        raise InputError(f"{config}: bootloader={keys['bootloader']!r} picks the kernel from the guest's disk; "
-                         "a measured launch needs direct kernel boot")
-    if "kernel" not in keys:
-        raise InputError(f"{config}: no kernel= line; nothing to measure")
-    cmdline = keys.get("cmdline")
-    if cmdline is None and ("extra" in keys or "root" in keys):
-        # xl.cfg(5): without cmdline=, the kernel gets "root=<root> <extra>".
-        cmdline = " ".join(x for x in (f"root={keys['root']}" if "root" in keys else "", keys.get("extra", "")) if x)
-    command = ["xl", "create", str(config), *args[1:], 'kernel="{kernel}"']
-    if "ramdisk" in keys:
-        command.append('ramdisk="{initrd}"')
-    if cmdline is not None:
-        command.append(escape_braces(f"cmdline={_xl_quote(cmdline)}"))
-    return gate_argv(load_config(), kernel=keys["kernel"], initrd=keys.get("ramdisk"), cmdline=cmdline,
-                     dry_run=False, command=command)
+        raise InputError(f"{config}: not UTF-8 text: {e}") from None
+    return gate_request(load_config(), kernel=boot.kernel, initrd=boot.ramdisk, cmdline=boot.cmdline,
+                        dry_run=False, command=("xl", "create", "{xl_config}"), xl_config=text)
 
 
 # ---------------------------------------------------------------- libvirt qemu hook
 
-def libvirt_qemu(args: Sequence[str], xml_text: str) -> list[str] | None:
-    """Gate arguments for libvirt's ``qemu GUEST prepare begin -`` (None: not our event)."""
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+XEN_NS = "http://libvirt.org/schemas/domain/xen/1.0"
+#: Domain XML elements (libvirt formatdomain) that load code, or pass boot arguments or boot
+#: data to the guest, outside the kernel, initrd and command line the gate measures.
+#: Each is refused unless the policy's ``allow_launch`` names it.
+LIBVIRT_UNMEASURED = {
+    "./os/loader": "loader",              # firmware image (OVMF, SeaBIOS) or a custom loader
+    "./os/nvram": "nvram",                # UEFI variable store and its template: boot entries
+    "./os/firmware": "firmware",          # firmware auto-selection
+    "./os/dtb": "dtb",                    # device tree handed to the kernel
+    "./os/acpi": "acpi",                  # ACPI tables (os/acpi/table) the guest executes (AML)
+    "./os/smbios": "smbios",              # host SMBIOS, read by the guest (systemd reads type 11)
+    "./os/initarg": "init",               # container init arguments
+    "./os/init": "init",
+    "./sysinfo": "sysinfo",               # SMBIOS strings and fw_cfg entries (files) for the guest
+    "./devices//rom": "rom",              # option ROM files run by the firmware
+}
+
+
+def libvirt_unmeasured(root: ET.Element) -> list[str]:
+    """The names of everything in the domain that passes code or boot data the gate does
+    not measure (:data:`LIBVIRT_UNMEASURED`, the qemu: and xen: namespaces, firmware='...')."""
+    found: list[str] = []
+    for path, name in LIBVIRT_UNMEASURED.items():
+        for el in root.findall(path):
+            if name == "rom" and el.get("file") is None and el.get("enabled") != "yes":
+                continue  # <rom bar='off'/> only switches the device's own ROM BAR
+            found.append(name)
+    os_el = root.find("./os")
+    if os_el is not None and os_el.get("firmware"):
+        found.append("firmware")
+    for parent in root.iter():
+        for el in parent:  # the outermost element of each qemu: or xen: block names it
+            tag = el.tag if isinstance(el.tag, str) else ""
+            for ns, prefix in ((QEMU_NS, "qemu"), (XEN_NS, "xen")):
+                if tag.startswith("{" + ns + "}") and not str(parent.tag).startswith("{" + ns + "}"):
+                    found.append(f"{prefix}:{tag[len(ns) + 2:]}")
+    return sorted(set(found))
+
+
+def libvirt_qemu(args: Sequence[str], xml_text: str) -> GateRequest | None:
+    """The gate request for libvirt's ``qemu GUEST prepare begin -`` (None: not our event).
+    libvirt starts QEMU itself, so this is a decision only (dry run): the domain must boot
+    the measured kernel, initrd and command line and nothing else the gate cannot see."""
     if len(args) < 3:
         raise InputError("usage: tboot-py hook libvirt-qemu GUEST OPERATION SUBOPERATION [EXTRA]")
     _guest, op, subop = args[0], args[1], args[2]
     if (op, subop) != ("prepare", "begin"):
         return None
+    if "<!DOCTYPE" in xml_text or "<!ENTITY" in xml_text:
+        raise InputError("domain XML with a DTD or entities is refused")
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError as e:
@@ -217,24 +162,21 @@ def libvirt_qemu(args: Sequence[str], xml_text: str) -> list[str] | None:
         # A domain that boots through its own firmware has nothing for the gate to measure
         # here; its firmware measures it. Deny unless the configuration says otherwise.
         raise InputError("domain has no <os><kernel>: direct kernel boot is required for a gated launch")
-    return gate_argv(load_config(), kernel=kernel, initrd=root.findtext("./os/initrd") or None,
-                     cmdline=root.findtext("./os/cmdline"), dry_run=True)
+    for tag in ("kernel", "initrd", "cmdline"):
+        if len(root.findall(f"./os/{tag}")) > 1:
+            raise InputError(f"domain XML has more than one <os><{tag}>")
+    return gate_request(load_config(), kernel=kernel, initrd=root.findtext("./os/initrd") or None,
+                        cmdline=root.findtext("./os/cmdline"), dry_run=True,
+                        allow_needed=libvirt_unmeasured(root))
 
 
-def main_hook(name: str, args: Sequence[str]) -> int:
-    from tboot_py._cli import main
-
+def hook_request(name: str, args: Sequence[str], stdin: TextIO) -> GateRequest | None:
+    """The gate request for hook ``name`` (None: nothing to gate)."""
     if name == "xl-create":
-        argv = xl_create(args)
-    elif name == "libvirt-qemu":
-        xml_text = sys.stdin.read(MAX_XML + 1)
+        return xl_create(args)
+    if name == "libvirt-qemu":
+        xml_text = stdin.read(MAX_XML + 1)
         if len(xml_text) > MAX_XML:
             raise InputError("domain XML too large")
-        maybe = libvirt_qemu(args, xml_text)
-        if maybe is None:
-            return EXIT_OK
-        argv = maybe
-    else:
-        raise InputError(f"unknown hook {name!r} (xl-create, libvirt-qemu)")
-    print("tboot-py hook: " + shlex.join(["tboot-py", *argv]), file=sys.stderr)
-    return main(argv)
+        return libvirt_qemu(args, xml_text)
+    raise InputError(f"unknown hook {name!r} (xl-create, libvirt-qemu)")
