@@ -88,6 +88,9 @@ def register(sub: Any) -> None:
     s = ps.add_parser("import-vlp", help="convert a tboot Verified Launch policy (tb_polgen) to a tboot-py policy")
     s.add_argument("vlp", type=Path, metavar="VLP")
     s.add_argument("-o", "--output", type=Path, required=True, metavar="POLICY")
+    s.add_argument("--allow-permissive", action="store_true",
+                   help="import a VLP that verifies nothing (nonfatal type, no entries, or only any-hash entries); "
+                        "the policy is then named UNSAFE and carries warnings")
     s.set_defaults(func=_import_vlp)
 
     s = ps.add_parser("export-vlp", help="write a tboot Verified Launch policy file that tb_polgen reads")
@@ -358,6 +361,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _import_vlp(args: argparse.Namespace) -> int:
+    import sys
+
     from tboot_py.errors import InputError
     from tboot_py.policy.io import save_policy
     from tboot_py.policy.vlp import parse_vlp, vlp_to_policy
@@ -367,8 +372,11 @@ def _import_vlp(args: argparse.Namespace) -> int:
     except OSError as e:
         raise InputError(f"cannot read {args.vlp}: {e.strerror}") from e
     vlp = parse_vlp(data, source=str(args.vlp))
-    save_policy(vlp_to_policy(vlp, name=f"imported from {args.vlp.name}"), args.output)
+    policy = vlp_to_policy(vlp, name=f"imported from {args.vlp.name}", allow_permissive=args.allow_permissive)
+    save_policy(policy, args.output)
     print(f"wrote {args.output}: {len(vlp.entries)} tboot policy entr{'y' if len(vlp.entries) == 1 else 'ies'}")
+    for w in policy.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from tboot_py import algorithms
-from tboot_py.errors import InputError, ParseError
+from tboot_py.errors import InputError, ParseError, PolicyError
 from tboot_py.policy.model import (
     VLP_MAX_PCR,
     VLP_PCR_NONE,
@@ -118,9 +118,37 @@ def serialize_vlp(vlp: Vlp) -> bytes:
     return bytes(out)
 
 
-def vlp_to_policy(vlp: Vlp, name: str | None = None) -> Policy:
+#: Prefix of the name of a policy imported from a permissive VLP: every verdict names its
+#: policy, so every decision under it repeats the warning.
+UNSAFE = "UNSAFE (allows launches it does not verify)"
+
+
+def permissive_reasons(vlp: Vlp) -> list[str]:
+    """Why a VLP would let any launch through (tboot docs, "Verified Launch policy"):
+    TB_POLTYPE_CONT_NON_FATAL continues whatever the hashes; no entries verify nothing;
+    entries that all accept any hash (hash_type any) verify nothing either."""
+    out = []
+    if vlp.policy_type == POLICY_TYPE_OF[Mode.NONFATAL]:
+        out.append("policy type is nonfatal (TB_POLTYPE_CONT_NON_FATAL): mismatches do not stop the launch")
+    if not vlp.entries:
+        out.append("the policy has no entries: no module is verified")
+    elif all(e.hash_any for e in vlp.entries):
+        out.append("every entry accepts any hash (hash_type any): no module is verified")
+    return out
+
+
+def vlp_to_policy(vlp: Vlp, name: str | None = None, *, allow_permissive: bool = False) -> Policy:
+    """The tboot-py policy for a VLP. A VLP that lets any launch through is refused
+    (PolicyError) unless ``allow_permissive``; then the policy's name starts with
+    :data:`UNSAFE` and its ``warnings`` say why, so the policy and every verdict carry them."""
     rule = TbootVlpRule(bank=vlp.bank, entries=vlp.entries, control=vlp.control, reserved=vlp.reserved)
-    return Policy(rules=(rule,), mode=POLICY_TYPES[vlp.policy_type], name=name)
+    why = permissive_reasons(vlp)
+    if why and not allow_permissive:
+        raise PolicyError(f"{name or 'tboot policy'}: refusing an allow-all import: {'; '.join(why)} "
+                          "(--allow-permissive imports it anyway, marked UNSAFE)")
+    if why:
+        name = f"{UNSAFE}: {name}" if name else UNSAFE
+    return Policy(rules=(rule,), mode=POLICY_TYPES[vlp.policy_type], name=name, warnings=tuple(why))
 
 
 def policy_to_vlp(policy: Policy, bank: str | None = None) -> Vlp:

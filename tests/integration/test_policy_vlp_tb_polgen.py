@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from tboot_py.measure import measure
 from tboot_py.policy import Component, DigestKind, Inputs, MeasuredComponent, Mode, evaluate, load_policy
 from tboot_py.policy.vlp import parse_vlp
 
@@ -61,7 +62,8 @@ def test_round_trip_is_byte_identical(tmp_path: Path, images: dict[str, Path], p
         ["--num", "any", "--pcr", "19", "--hash", "any"],
     ]
     vlp = make(tmp_path, "orig.pol", ptype, alg, adds)
-    assert run_cli("policy", "import-vlp", str(vlp), "-o", str(tmp_path / "p.toml")).rc == 0
+    unsafe = ["--allow-permissive"] if ptype == "nonfatal" else []
+    assert run_cli("policy", "import-vlp", str(vlp), "-o", str(tmp_path / "p.toml"), *unsafe).rc == 0
     pol = load_policy(tmp_path / "p.toml")
     assert pol.mode is {"halt": Mode.HALT, "continue": Mode.CONTINUE, "nonfatal": Mode.NONFATAL}[ptype]
     r = run_cli("policy", "export-vlp", str(tmp_path / "p.toml"), "-o", str(tmp_path / "back.pol"))
@@ -69,26 +71,43 @@ def test_round_trip_is_byte_identical(tmp_path: Path, images: dict[str, Path], p
     assert (tmp_path / "back.pol").read_bytes() == vlp.read_bytes()
     assert show(tmp_path / "back.pol") == show(vlp)
     # also through JSON
-    assert run_cli("policy", "import-vlp", str(vlp), "-o", str(tmp_path / "p.json")).rc == 0
+    assert run_cli("policy", "import-vlp", str(vlp), "-o", str(tmp_path / "p.json"), *unsafe).rc == 0
     assert run_cli("policy", "export-vlp", str(tmp_path / "p.json"), "-o", str(tmp_path / "b2.pol")).rc == 0
     assert (tmp_path / "b2.pol").read_bytes() == vlp.read_bytes()
 
 
-def test_empty_and_wildcard_only_policies(tmp_path: Path) -> None:
-    for name, adds in (("empty.pol", []), ("wild.pol", [["--num", "any", "--pcr", "none", "--hash", "any"]])):
-        vlp = make(tmp_path, name, "nonfatal", "sha256", adds)
-        data = vlp.read_bytes()
-        # an empty VLP is a valid tboot file but not a usable tboot-py policy (no rules): still
-        # imported as a tboot-vlp rule with no entries so it round-trips
-        assert run_cli("policy", "import-vlp", str(vlp), "-o", str(tmp_path / f"{name}.toml")).rc == 0
-        assert run_cli("policy", "export-vlp", str(tmp_path / f"{name}.toml"), "-o", str(tmp_path / "o.pol")).rc == 0
-        assert (tmp_path / "o.pol").read_bytes() == data
+@pytest.mark.parametrize(("ptype", "adds", "why"), [
+    ("nonfatal", [["--num", "0", "--pcr", "18", "--hash", "image", "--cmdline", "x", "--image", "IMG"]], "nonfatal"),
+    ("halt", [], "no entries"),
+    ("nonfatal", [], "nonfatal"),
+    ("halt", [["--num", "any", "--pcr", "none", "--hash", "any"]], "any hash"),
+])
+def test_allow_all_vlps_are_refused_unless_asked_and_then_marked(tmp_path: Path, images: dict[str, Path],
+                                                                 ptype: str, adds: list[list[str]], why: str) -> None:
+    """A tb_polgen policy that verifies nothing used to import silently as a policy that
+    allows any launch. Now the import refuses it; --allow-permissive imports it marked UNSAFE,
+    with warnings in the policy, and every verdict under it names the policy as UNSAFE."""
+    vlp = make(tmp_path, "p.pol", ptype, "sha256", [[str(images["xen"]) if a == "IMG" else a for a in x]
+                                                    for x in adds])
+    data = vlp.read_bytes()
+    r = run_cli("policy", "import-vlp", str(vlp), "-o", str(tmp_path / "p.toml"))
+    assert r.rc == 2 and why in r.err and "--allow-permissive" in r.err, r.err
+    assert not (tmp_path / "p.toml").exists()
+    r = run_cli("policy", "import-vlp", str(vlp), "-o", str(tmp_path / "p.toml"), "--allow-permissive")
+    assert r.rc == 0 and why in r.err, r.err
+    pol = load_policy(tmp_path / "p.toml")
+    assert pol.name is not None and pol.name.startswith("UNSAFE") and any(why in w for w in pol.warnings)
+    m = measure(images["xen"], kind="tboot-module", cmdline="anything")
+    v = evaluate(pol, Inputs(measurements=(MeasuredComponent(Component.HYPERVISOR, DigestKind.TBOOT_MODULE,
+                                                             tuple(m.digests.as_dict().items())),)))
+    assert str(v.as_json()["policy"]).startswith("UNSAFE")
+    # It still round-trips to the same tboot file.
+    assert run_cli("policy", "export-vlp", str(tmp_path / "p.toml"), "-o", str(tmp_path / "o.pol")).rc == 0
+    assert (tmp_path / "o.pol").read_bytes() == data
 
 
 def test_tb_polgen_hashes_match_our_measurements(tmp_path: Path, images: dict[str, Path]) -> None:
     """An imported tb_polgen policy admits exactly the modules tboot-py's measure hashes."""
-    from tboot_py.measure import measure
-
     vlp = make(tmp_path, "p.pol", "halt", "sha256", [
         ["--num", "0", "--pcr", "18", "--hash", "image", "--image", str(images["xen"])],
         ["--num", "1", "--pcr", "19", "--hash", "image", "--cmdline", "console=hvc0", "--image",
