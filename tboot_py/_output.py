@@ -42,7 +42,7 @@ _MARKUP = re.compile(r"\[/?(?:bold|green|red|yellow|dim)?(?: (?:green|red|yellow
 def say(text: str, stderr: bool = False) -> None:
     """One message line; rich markup such as ``[red]...[/]`` is kept only on a terminal."""
     if is_terminal(stderr):
-        console(stderr).print(text)
+        console(stderr).print(text, soft_wrap=True)  # the terminal wraps; rich would break digests
     else:
         print(_MARKUP.sub("", text), file=sys.stderr if stderr else sys.stdout)
 

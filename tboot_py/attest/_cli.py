@@ -14,7 +14,8 @@ def _add_ak_args(p: argparse.ArgumentParser) -> None:
 
     add_tpm_arg(p)
     p.add_argument("--state", required=True, metavar="DIR", help="AK state directory (ak.json, ak.pub, ak.pem)")
-    p.add_argument("--alg", default="rsa", choices=["rsa", "rsapss", "ecc", "ecc384"], help="AK type")
+    p.add_argument("--alg", default=None, choices=["rsa", "rsapss", "ecc", "ecc384"],
+                   help="AK type (default: the one recorded in --state, else rsa)")
     p.add_argument("--handle", default="0x81010002", help="persistent AK handle (default 0x81010002)")
 
 
@@ -46,6 +47,7 @@ def register(sub: Any) -> None:
                    help="binary event log to include (repeatable), e.g. firmware=/sys/.../binary_bios_measurements")
     q.add_argument("--ek-cert", action="store_true", help="include the RSA EK certificate")
     q.add_argument("--out", required=True, metavar="FILE", help="evidence bundle (JSON); - for stdout")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON (on stderr with --out -)")
     q.add_argument("--export-tpm2-tools", metavar="DIR",
                    help="also write quote.msg, quote.sig, quote.pcrs and ak.pem for tpm2_checkquote")
     q.set_defaults(func=_quote)
@@ -53,7 +55,8 @@ def register(sub: Any) -> None:
     a = asub.add_parser("activate", help="prove the AK and EK share a TPM (MakeCredential + ActivateCredential)")
     add_tpm_arg(a)
     a.add_argument("--state", required=True, metavar="DIR", help="AK state directory")
-    a.add_argument("--alg", default="rsa", choices=["rsa", "rsapss", "ecc", "ecc384"], help="AK type")
+    a.add_argument("--alg", default=None, choices=["rsa", "rsapss", "ecc", "ecc384"],
+                   help="AK type (default: the one recorded in --state, else rsa)")
     a.add_argument("--handle", default="0x81010002", help="persistent AK handle")
     a.add_argument("--ek-type", default="rsa", choices=["rsa", "ecc"], help="EK to encrypt the credential to")
     a.add_argument("--ek-ca", metavar="DIR", help="check the EK certificate chain first")
@@ -64,7 +67,7 @@ def register(sub: Any) -> None:
 def _ek(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.attest import keys
     from tboot_py.attest.keys import open_esapi as open_tpm
     from tboot_py.verify import ekcert
@@ -89,11 +92,10 @@ def _ek(args: argparse.Namespace) -> int:
         emit_json({"type": ek.kind, "name": ek.public.name.hex(), "certificate": ek.certificate is not None,
                    "chain_ok": ok if args.ek_ca else None, "chain": list(chain), "reason": reason})
     else:
-        c = console()
-        c.print(f"EK ({ek.kind}) name {ek.public.name.hex()}")
-        c.print(f"certificate: {'present' if ek.certificate else 'absent'}")
+        say(f"EK ({ek.kind}) name {ek.public.name.hex()}")
+        say(f"certificate: {'present' if ek.certificate else 'absent'}")
         if args.ek_ca:
-            c.print(f"chain: {' -> '.join(chain)}: {'valid' if ok else 'REJECTED: ' + reason}")
+            say(f"chain: {' -> '.join(chain)}: {'valid' if ok else 'REJECTED: ' + reason}")
     return EXIT_OK if ok else EXIT_DENIED
 
 
@@ -111,7 +113,7 @@ def _write_ek(out: Any, ek: Any) -> None:
 def _ak(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.attest import keys
     from tboot_py.attest.keys import open_esapi as open_tpm
 
@@ -124,11 +126,12 @@ def _ak(args: argparse.Namespace) -> int:
         emit_json({"handle": f"0x{ak.handle:08x}", "alg": ak.alg, "name": ak.name.hex(),
                    "qualified_name": ak.qualified_name.hex(), "state": str(Path(args.state).resolve())})
     else:
-        console().print(f"AK ({ak.alg}) at 0x{ak.handle:08x}, name {ak.name.hex()}; state in {args.state}")
+        say(f"AK ({ak.alg}) at 0x{ak.handle:08x}, name {ak.name.hex()}; state in {args.state}")
     return EXIT_OK
 
 
 def _quote(args: argparse.Namespace) -> int:
+    import json
     import sys
     from pathlib import Path
 
@@ -164,13 +167,25 @@ def _quote(args: argparse.Namespace) -> int:
         sys.stdout.write(ev.dumps())
     else:
         Path(args.out).write_text(ev.dumps())
+    # What was quoted, like tpm2_quote's summary; on stderr when the bundle itself goes to stdout.
+    summary = {"out": args.out, "ak": {"alg": ak.alg, "handle": f"0x{ak.handle:08x}", "name": ak.name.hex()},
+               "selection": str(sel), "nonce": nonce.hex(), "event_logs": [b.name for b in logs],
+               "ek_certificate": cert is not None}
+    stream = sys.stderr if args.out == "-" else sys.stdout
+    if args.json:
+        json.dump(summary, stream, indent=2)
+        stream.write("\n")
+    else:
+        print(f"quoted {sel} with the {ak.alg} AK at 0x{ak.handle:08x} (name {ak.name.hex()}), nonce {nonce.hex()}; "
+              f"{len(logs)} event log(s){', EK certificate' if cert is not None else ''}; evidence in {args.out}",
+              file=stream)
     return EXIT_OK
 
 
 def _activate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.attest import credential, keys
     from tboot_py.attest.keys import open_esapi as open_tpm
     from tboot_py.verify import ekcert
@@ -189,6 +204,6 @@ def _activate(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"activated": ok, "ak_name": ak.name.hex(), "ek_type": ek.kind})
     else:
-        console().print(f"credential activation {'succeeded' if ok else 'FAILED'}: AK {ak.name.hex()} "
+        say(f"credential activation {'succeeded' if ok else 'FAILED'}: AK {ak.name.hex()} "
                         f"is {'' if ok else 'NOT '}in the TPM of the {ek.kind} EK")
     return EXIT_OK if ok else EXIT_DENIED

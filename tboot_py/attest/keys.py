@@ -163,9 +163,11 @@ def _save_state(state: Path, ak: AK, private: bytes) -> None:
     _write_atomic(state / "ak.pem", pem)
 
 
-def load_or_create_ak(tpm: EsapiTPM, state: Path | None = None, alg: str = "rsa",
+def load_or_create_ak(tpm: EsapiTPM, state: Path | None = None, alg: str | None = "rsa",
                       handle: int = AK_DEFAULT_HANDLE) -> AK:
     """Return the AK persisted at ``handle``, creating it under the RSA EK when needed.
+
+    ``alg=None``: the algorithm recorded in ``state``, or rsa for a new AK.
 
     With ``state``: the AK recorded there is used. When the TPM has lost the persistent
     copy, the saved blob is reloaded under the EK and persisted again (this fails on
@@ -174,6 +176,9 @@ def load_or_create_ak(tpm: EsapiTPM, state: Path | None = None, alg: str = "rsa"
     """
     from tboot_py.tpm import _attest_ops as ops
 
+    rec = _load_state(state) if state is not None else None
+    if alg is None:
+        alg = str(rec["alg"]) if rec is not None else "rsa"
     template = ak_template(alg)
     if not 0x81000000 <= handle <= 0x81FFFFFF:
         raise InputError(f"AK handle 0x{handle:08x} is not a persistent handle (0x81xxxxxx)")
@@ -183,7 +188,6 @@ def load_or_create_ak(tpm: EsapiTPM, state: Path | None = None, alg: str = "rsa"
         ek_qn = st.qualified_name(st.hierarchy_qualified_name(st.RH_ENDORSEMENT), st.parse_public(ek_pub))
         return AK(handle, alg, pub, st.qualified_name(ek_qn, pub))
 
-    rec = _load_state(state) if state is not None else None
     if rec is not None:
         if rec["alg"] != alg:
             raise InputError(f"{state}: holds a {rec['alg']} AK, not {alg}")

@@ -30,23 +30,21 @@ def register(sub: Any) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.audit.records import verify_chain
 
     n = verify_chain(args.log)
     if args.json:
         emit_json({"ok": True, "records": n})
     else:
-        console().print(f"audit log {args.log}: chain intact, {n} record(s)")
+        say(f"audit log {args.log}: chain intact, {n} record(s)")
     return EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:
     import json
 
-    from rich.table import Table
-
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import Column, emit_json, print_table
     from tboot_py.audit.records import verify_chain
 
     verify_chain(args.log)
@@ -54,14 +52,13 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"records": records})
         return EXIT_OK
-    t = Table(title=f"Launch decisions in {args.log}")
-    for col in ("time", "decision", "exit", "reasons"):
-        t.add_column(col, overflow="fold")
+    rows = []
     for r in records:
         colour = "green" if r.get("decision") == "allow" else "red"
-        t.add_row(str(r.get("time")), f"[{colour}]{r.get('decision')}[/]", str(r.get("exit_code")),
-                  "\n".join(str(x) for x in r.get("reasons", [])))
-    console().print(t)
+        rows.append((str(r.get("time")), f"[{colour}]{r.get('decision')}[/]", str(r.get("exit_code")),
+                     "\n".join(str(x) for x in r.get("reasons", []))))
+    print_table(f"Launch decisions in {args.log}",
+                (Column("time"), Column("decision"), Column("exit"), Column("reasons")), rows)
     return EXIT_OK
 
 

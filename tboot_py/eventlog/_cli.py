@@ -265,7 +265,7 @@ def _load_pcr_values_for(path: str, banks: list[str] | None) -> dict[str, dict[i
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.eventlog.quirks import replay_against
 
     log = _load(args.log)
@@ -292,26 +292,25 @@ def _verify(args: argparse.Namespace) -> int:
             ],
         })
         return EXIT_OK if report.ok else EXIT_DENIED
-    c = console()
     if report.ok:
-        c.print(f"OK: {len(compared)} PCR values match"
+        say(f"OK: {len(compared)} PCR values match"
                 + (f" (quirks applied: {', '.join(report.quirks_applied)})" if report.quirks_applied else ""))
         return EXIT_OK
     if not compared:
-        c.print("MISMATCH: no PCR of the log could be compared "
+        say("MISMATCH: no PCR of the log could be compared "
                 f"(banks not compared: {', '.join(report.banks_not_compared) or 'none'})")
         return EXIT_DENIED
     for r in report.mismatches:
-        c.print(f"MISMATCH: PCR {r.pcr} bank {r.bank}: expected {r.expected.hex() if r.expected else '?'}, "
+        say(f"MISMATCH: PCR {r.pcr} bank {r.bank}: expected {r.expected.hex() if r.expected else '?'}, "
                 f"replayed {r.replayed.hex() if r.replayed else '(a record lacks this bank)'}")
         for e in r.events:
             d = e.digest(r.bank)
-            c.print(f"  extended by event {e.seq} ({e.event_type_name}) {d.hex() if d else '(no digest)'}")
+            say(f"  extended by event {e.seq} ({e.event_type_name}) {d.hex() if d else '(no digest)'}")
     return EXIT_DENIED
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.eventlog.checks import diff
 
     d = diff(_load(args.a), _load(args.b))
@@ -319,17 +318,17 @@ def _diff(args: argparse.Namespace) -> int:
         emit_json({"equal": d.equal, "index": d.index, "reason": d.reason,
                    "a": _event_json(d.a) if d.a else None, "b": _event_json(d.b) if d.b else None})
     elif d.equal:
-        console().print("logs are equal")
+        say("logs are equal")
     else:
-        console().print(f"first difference at record {d.index}: {d.reason}")
+        say(f"first difference at record {d.index}: {d.reason}")
         for side, e in (("A", d.a), ("B", d.b)):
             if e is not None:
-                console().print(f"  {side}: event {e.seq} PCR {e.pcr} {e.event_type_name} {_summary(e)}")
+                say(f"  {side}: event {e.seq} PCR {e.pcr} {e.event_type_name} {_summary(e)}")
     return EXIT_OK if d.equal else EXIT_DENIED
 
 
 def _check(args: argparse.Namespace) -> int:
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.eventlog.checks import DigestStatus, check_digests
 
     checks = check_digests(_load(args.log))
@@ -339,13 +338,13 @@ def _check(args: argparse.Namespace) -> int:
                    "checked": sum(c.status is DigestStatus.OK for c in checks) + len(bad)})
     else:
         for c in bad:
-            console().print(f"event {c.seq} PCR {c.pcr} {c.event_type}: {c.detail}")
-        console().print(f"{len(bad)} event(s) whose digest does not match their data")
+            say(f"event {c.seq} PCR {c.pcr} {c.event_type}: {c.detail}")
+        say(f"{len(bad)} event(s) whose digest does not match their data")
     return EXIT_DENIED if bad else EXIT_OK
 
 
 def _state(args: argparse.Namespace) -> int:
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.eventlog.state import boot_state
 
     st = boot_state(_load(args.log))
@@ -354,15 +353,14 @@ def _state(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(obj)
         return EXIT_OK
-    c = console()
-    c.print(f"Secure Boot: {'unknown (not measured)' if st.secure_boot is None else 'on' if st.secure_boot else 'off'}")
+    say(f"Secure Boot: {'unknown (not measured)' if st.secure_boot is None else 'on' if st.secure_boot else 'off'}")
     for name, db in (("PK", st.pk), ("KEK", st.kek), ("db", st.db), ("dbx", st.dbx)):
         if db is not None:
-            c.print(f"{name}: {len(db.certificates)} certificates, {len(db.hashes)} hashes")
+            say(f"{name}: {len(db.certificates)} certificates, {len(db.hashes)} hashes")
             for cert in db.certificates:
-                c.print(f"  {cert.subject}")
+                say(f"  {cert.subject}")
     for img in st.loaded_images:
-        c.print(f"image (PCR {img.pcr}) {img.device_path or ''} sha256={img.digest('sha256') or '-'}")
+        say(f"image (PCR {img.pcr}) {img.device_path or ''} sha256={img.digest('sha256') or '-'}")
     for cmd in st.kernel_cmdlines:
-        c.print(f"cmdline: {cmd}")
+        say(f"cmdline: {cmd}")
     return EXIT_OK

@@ -210,9 +210,7 @@ def _run(args: argparse.Namespace, req: Any) -> int:
 def _report(args: argparse.Namespace, result: Any) -> None:
     import sys
 
-    from rich.table import Table
-
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import Column, emit_json, print_table, say
 
     if args.json:
         emit_json({
@@ -222,18 +220,14 @@ def _report(args: argparse.Namespace, result: Any) -> None:
             "audit": {"hash": result.audit.get("hash")} if result.audit else None,
         })
         return
-    con = console(stderr=True)
     if result.verdict is not None:
-        t = Table(title="Policy checks")
-        for col in ("rule", "result", "detail"):
-            t.add_column(col, overflow="fold")
-        for r in result.verdict.reasons:
-            t.add_row(r.rule, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.message)
-        con.print(t)
+        print_table("Policy checks", (Column("rule"), Column("result"), Column("detail")),
+                    [(r.rule, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.message)
+                     for r in result.verdict.reasons], stderr=True)
     if result.allowed:
-        con.print(f"[bold green]ALLOWED[/]: {'; '.join(result.reasons)}")
+        say(f"[bold green]ALLOWED[/]: {'; '.join(result.reasons)}", stderr=True)
     else:
-        con.print(f"[bold red]DENIED[/] (exit {result.exit_code}):")
+        say(f"[bold red]DENIED[/] (exit {result.exit_code}):", stderr=True)
         sys.stderr.flush()
         for r in result.reasons:  # plain lines: reasons carry digests that must not wrap
             print(f"  - {r}", file=sys.stderr)

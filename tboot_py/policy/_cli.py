@@ -120,7 +120,7 @@ def _add(args: argparse.Namespace) -> int:
     import dataclasses
 
     from tboot_py import algorithms
-    from tboot_py._output import console
+    from tboot_py._output import say
     from tboot_py.errors import InputError
     from tboot_py.policy import _serialize
     from tboot_py.policy.io import load_policy, save_policy
@@ -155,12 +155,12 @@ def _add(args: argparse.Namespace) -> int:
         rules.append(ReferenceRule(component=comp, values=(value,), id=f"reference-{comp.value}"))
     save_policy(dataclasses.replace(pol, rules=tuple(rules)), args.policy)
     digest = ", ".join(f"{b}:{d.hex()[:16]}…" for b, d in value.digests) or repr(value.cmdline)
-    console().print(f"added {comp.value} {value.label!r} ({value.kind.value}) {digest} to {args.policy}")
+    say(f"added {comp.value} {value.label!r} ({value.kind.value}) {digest} to {args.policy}")
     return EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import Column, emit_json, is_terminal, print_table, say
     from tboot_py.policy._serialize import policy_to_dict
     from tboot_py.policy.io import load_policy
 
@@ -168,16 +168,15 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"policy": policy_to_dict(pol), "signed_by": list(pol.signed_by)})
         return EXIT_OK
-    c = console()
-    c.print(f"policy {pol.name or args.policy}: mode {pol.mode.value}, {len(pol.rules)} top-level rule(s)"
-            + (f", signed by {', '.join(k[:16] for k in pol.signed_by)}" if pol.signed_by else ""))
-    c.print(_rules_table(pol))
+    signed = f", signed by {', '.join(k[:16] for k in pol.signed_by)}" if pol.signed_by else ""
+    say(f"policy {pol.name or args.policy}: mode {pol.mode.value}, {len(pol.rules)} top-level rule(s){signed}",
+        stderr=not is_terminal())
+    print_table("", (Column("rule"), Column("type"), Column("what"), Column("value", digest=True)), _rules_table(pol))
     return EXIT_OK
 
 
-def _rules_table(pol: Any) -> Any:
-    from rich.table import Table
-
+def _rules_table(pol: Any) -> list[tuple[str, str, str, str]]:
+    """Rows of (rule, type, what, value); a value is one digest, so a table never breaks it."""
     from tboot_py.policy.model import (
         AllOf,
         AnyOf,
@@ -189,49 +188,51 @@ def _rules_table(pol: Any) -> Any:
         TbootVlpRule,
     )
 
-    t = Table()
-    t.add_column("rule")
-    t.add_column("type")
-    t.add_column("what")
-    t.add_column("value", overflow="fold")
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(*row: str) -> None:
+        rows.append((row[0], row[1], row[2], row[3]))
 
     def walk(rules: Any, path: str) -> None:
         for i, r in enumerate(rules):
             p = r.id or f"{path}[{i}]"
             if isinstance(r, AllOf | AnyOf):
-                t.add_row(p, r.type_name, f"{len(r.rules)} rule(s)", "")
+                add(p, r.type_name, f"{len(r.rules)} rule(s)", "")
                 walk(r.rules, f"{p}.rules")
             elif isinstance(r, ReferenceRule):
                 for v in r.values:
                     extra = f" expires {v.expires}" if v.expires else ""
-                    val = " ".join(f"{b}:{d.hex()}" for b, d in v.digests) or repr(v.cmdline)
-                    t.add_row(p, "reference", f"{r.component.value} {v.label!r} ({v.kind.value}){extra}", val)
+                    what = f"{r.component.value} {v.label!r} ({v.kind.value}){extra}"
+                    if not v.digests:
+                        add(p, "reference", what, f"cmdline {v.cmdline!r}")
+                    for b, d in v.digests:
+                        add(p, "reference", what, f"{b}:{d.hex()}")
             elif isinstance(r, PcrRule):
                 for bank, regs in r.expected:
                     for idx, pval in regs:
-                        t.add_row(p, "pcrs", f"PCR {idx} {bank}", pval.hex())
+                        add(p, "pcrs", f"PCR {idx} {bank}", pval.hex())
             elif isinstance(r, SecureBootRule):
-                t.add_row(p, "secure-boot", "Secure Boot", "enabled" if r.enabled else "disabled")
+                add(p, "secure-boot", "Secure Boot", "enabled" if r.enabled else "disabled")
             elif isinstance(r, SignatureDbRule):
                 for k in ("db_allow", "db_forbid", "dbx_require", "authorities_allow", "authorities_forbid"):
                     for e in getattr(r, k):
-                        t.add_row(p, "uefi-db", k, e)
+                        add(p, "uefi-db", k, e)
             elif isinstance(r, EventRule):
                 from tboot_py.policy.engine import _matcher_text
 
                 for m in r.require:
-                    t.add_row(p, "events", "require", m.description or _matcher_text(m))
+                    add(p, "events", "require", m.description or _matcher_text(m))
                 for m in r.forbid:
-                    t.add_row(p, "events", "forbid", m.description or _matcher_text(m))
+                    add(p, "events", "forbid", m.description or _matcher_text(m))
             elif isinstance(r, TbootVlpRule):
                 for e in r.entries:
                     mod = {129: "any", 130: "nv", 131: "nv_raw"}.get(e.mod_num, str(e.mod_num))
                     pcr = "none" if e.pcr == 255 else str(e.pcr)
-                    hs = "any" if e.hash_any else " ".join(h.hex() for h in e.hashes) or "(none)"
-                    t.add_row(p, "tboot-vlp", f"module {mod} pcr {pcr} ({r.bank})", hs)
+                    for h in ["any"] if e.hash_any else [h.hex() for h in e.hashes] or ["(none)"]:
+                        add(p, "tboot-vlp", f"module {mod} pcr {pcr} ({r.bank})", h)
 
     walk(pol.rules, "rules")
-    return t
+    return rows
 
 
 def _from_log(args: argparse.Namespace) -> int:
@@ -259,7 +260,7 @@ def _predict(args: argparse.Namespace) -> int:
     import dataclasses
 
     from tboot_py import algorithms
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json
     from tboot_py.errors import InputError
     from tboot_py.eventlog import read_log
     from tboot_py.measure import measure
@@ -308,20 +309,14 @@ def _predict(args: argparse.Namespace) -> int:
                             for i, (o, n) in sorted(regs.items())} for b, regs in changed.items()},
         })
         return EXIT_OK
-    from rich.table import Table
+    from tboot_py._output import Column, is_terminal, print_table, say
 
-    c = console()
     for r in pred.replaced:
-        c.print(f"event {r.seq} (PCR {r.pcr}, {r.component}): {r.why} replaced")
-    t = Table(title=f"Predicted PCRs from {args.log}")
-    t.add_column("PCR", justify="right")
-    t.add_column("bank")
-    t.add_column("predicted", overflow="fold")
-    t.add_column("changed")
-    for b, regs in pred.after.items():
-        for i in sorted(regs):
-            t.add_row(str(i), b, regs[i].hex(), "yes" if i in changed.get(b, {}) else "")
-    c.print(t)
+        say(f"event {r.seq} (PCR {r.pcr}, {r.component}): {r.why} replaced", stderr=not is_terminal())
+    print_table(f"Predicted PCRs from {args.log}",
+                (Column("bank"), Column("PCR", right=True), Column("predicted", digest=True), Column("changed")),
+                [(b, str(i), regs[i].hex(), "yes" if i in changed.get(b, {}) else "no")
+                 for b, regs in pred.after.items() for i in sorted(regs)])
     return EXIT_OK
 
 

@@ -232,3 +232,24 @@ def test_ek_certificate_of_another_tpm_is_not_accepted_for_this_ak(swtpm: Swtpm,
     r = run_cli(*args)
     assert r.rc == 1, r.out  # ... of another TPM
     assert "EK" in r.out
+
+
+def test_quote_uses_the_ak_algorithm_recorded_in_the_state(swtpm: Swtpm, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    r = run_cli("attest", "ak", "--tpm", swtpm.tcti, "--state", str(state), "--alg", "ecc", "--json")
+    assert r.rc == 0, r.err
+    name = json.loads(r.out)["name"]
+    ev = tmp_path / "ev.json"
+    r = run_cli("attest", "quote", "--tpm", swtpm.tcti, "--state", str(state), "--pcrs", "sha256:0-7",
+                "--nonce", "0a0b0c", "--out", str(ev))
+    assert r.rc == 0, r.err
+    assert r.out.startswith("quoted sha256:0,1,2,3,4,5,6,7 with the ecc AK at 0x81010002")
+    assert name in r.out and str(ev) in r.out
+    r = run_cli("attest", "quote", "--tpm", swtpm.tcti, "--state", str(state), "--pcrs", "sha256:0",
+                "--nonce", "0a", "--out", "-", "--json")
+    assert r.rc == 0 and json.loads(r.out)["format"] == "tboot-py-evidence/1"
+    assert json.loads(r.err) == {"out": "-", "ak": {"alg": "ecc", "handle": "0x81010002", "name": name},
+                                 "selection": "sha256:0", "nonce": "0a", "event_logs": [], "ek_certificate": False}
+    r = run_cli("attest", "quote", "--tpm", swtpm.tcti, "--state", str(state), "--alg", "rsa", "--pcrs", "sha256:0",
+                "--nonce", "0a", "--out", str(ev))
+    assert r.rc == 2 and "holds a ecc AK" in r.err
