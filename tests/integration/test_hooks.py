@@ -245,7 +245,8 @@ def test_systemd_unit_launches_through_the_gate(env: dict[str, str], tmp_path: P
             "STATE": str(tmp_path / "unit-state"), "KERNEL": env["KERNEL"], "INITRD": env["INITRD"],
             "CMDLINE": "root=/dev/xvda1 ro quiet", "LAUNCH": f"{start} {{kernel}} {{initrd}} {{cmdline}}"}
     # systemd puts the EnvironmentFile's variables into the gate's environment.
-    unit_env = {**env, **conf, "TBOOT_PY_INITRD": "/stale/initrd"}
+    # A stale copy path for a component this launch does not have must not reach the launcher.
+    unit_env = {**env, **conf, "TBOOT_PY_HYPERVISOR": "/stale/xen"}
     ok = subprocess.run(_systemd_argv(lines["ExecStart"], conf), env=unit_env, capture_output=True, text=True,
                         timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr
@@ -256,7 +257,7 @@ def test_systemd_unit_launches_through_the_gate(env: dict[str, str], tmp_path: P
     assert out[1].split()[0] == hashlib.sha256(Path(env["INITRD"]).read_bytes()).hexdigest()
     assert out[2] == "root=/dev/xvda1 ro quiet"
     launcher_env = dict(x.split("=", 1) for x in out[3:] if "=" in x)
-    assert "POLICY" not in launcher_env and "KERNEL" not in launcher_env
+    assert "POLICY" not in launcher_env and "KERNEL" not in launcher_env and "TBOOT_PY_HYPERVISOR" not in launcher_env
     assert launcher_env["TBOOT_PY_INITRD"].startswith("/proc/self/fd/")
     marker.unlink()
     conf["INITRD"] = str(tmp_path / "bin" / "xl")  # some other file
