@@ -17,8 +17,8 @@ def register(sub: Any) -> None:
 
     def add_log(p: argparse.ArgumentParser) -> None:
         p.add_argument("log", nargs="?", default=DEFAULT_LOG, metavar="LOG",
-                       help=f"binary event log (default: {DEFAULT_LOG}); a .json file is read as CEL-JSON; "
-                            "- for standard input")
+                       help=f"event log (default: {DEFAULT_LOG}): TCG binary, CEL-JSON, or a Linux IMA list "
+                            "(ASCII or binary), told apart by content; - for standard input")
 
     p = lsub.add_parser("show", help="list the events of a log")
     add_log(p)
@@ -30,7 +30,11 @@ def register(sub: Any) -> None:
     p = lsub.add_parser("replay", help="compute the PCR values the log leads to")
     add_log(p)
     p.add_argument("--banks", help="comma-separated banks (default: every bank of the log)")
-    p.add_argument("--pcrs", metavar="FILE", help="PCR values JSON; apply known quirks only where they match it")
+    p.add_argument("--pcrs", metavar="FILE",
+                   help="PCR values JSON; for a TCG log, apply known quirks only where they match it; for an IMA "
+                        "list, PCR 10 must match it (exit 1 if not)")
+    p.add_argument("--firmware-log", metavar="LOG",
+                   help="IMA list only: check its boot_aggregate against this firmware log's PCRs 0-9 (exit 1 if not)")
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=_replay)
 
@@ -58,32 +62,42 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_state)
 
 
-def _load(path: str) -> Any:
-    from pathlib import Path
-
-    from tboot_py.errors import InputError
-    from tboot_py.eventlog import read_log
+def _read(path: str) -> bytes:
+    from tboot_py.eventlog.parse import MAX_LOG_SIZE, read_log_bytes
 
     if path == "-":
         from tboot_py._args import read_stdin
-        from tboot_py.eventlog import parse_log
-        from tboot_py.eventlog.parse import MAX_LOG_SIZE
 
-        data = read_stdin("the event log", MAX_LOG_SIZE)
-        if data.lstrip()[:1] in (b"[", b"{"):
-            from tboot_py.eventlog.cel import from_cel
+        return read_stdin("the event log", MAX_LOG_SIZE)
+    return read_log_bytes(path)
 
-            return from_cel(data, source="<stdin>")
-        return parse_log(data, source="<stdin>")
-    if path.endswith(".json"):
+
+def _load_any(path: str) -> Any:
+    """A TCG log (binary or CEL-JSON) or an IMA list, told apart by content."""
+    from tboot_py.eventlog import parse_log
+    from tboot_py.eventlog.ima import looks_like_ima, parse_ima
+
+    data = _read(path)
+    source = "<stdin>" if path == "-" else path
+    if data.lstrip()[:1] in (b"[", b"{"):
         from tboot_py.eventlog.cel import from_cel
 
-        try:
-            text = Path(path).read_bytes()
-        except OSError as e:
-            raise InputError(f"cannot read {path}: {e.strerror or e}") from e
-        return from_cel(text, source=path)
-    return read_log(path)
+        return from_cel(data, source=source)
+    if looks_like_ima(data):
+        return parse_ima(data, source=source)
+    return parse_log(data, source=source)
+
+
+def _load(path: str) -> Any:
+    """A TCG event log; an IMA list is an input error for the commands that take only these."""
+    from tboot_py.errors import InputError
+    from tboot_py.eventlog.ima import ImaLog
+
+    log = _load_any(path)
+    if isinstance(log, ImaLog):
+        raise InputError(f"{path} is an IMA measurement list; this command reads TCG event logs "
+                         "(IMA lists: log show, log replay)")
+    return log
 
 
 def _load_pcrs(path: str) -> dict[str, dict[int, bytes]]:
@@ -189,8 +203,11 @@ def _summary(e: Any) -> str:
 def _show(args: argparse.Namespace) -> int:
     from tboot_py._output import Column, emit_json, print_table
     from tboot_py.eventlog.cel import to_cel
+    from tboot_py.eventlog.ima import ImaLog
 
-    log = _load(args.log)
+    log = _load_any(args.log)
+    if isinstance(log, ImaLog):
+        return _show_ima(args, log)
     if args.cel:
         emit_json(to_cel(log))
         return EXIT_OK
@@ -214,6 +231,36 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ima_event_json(e: Any) -> dict[str, Any]:
+    from tboot_py.eventlog.ima import template_hash_ok
+
+    return {"seq": e.seq, "offset": e.offset, "pcr": e.pcr, "template_hash": e.template_hash.hex(),
+            "template_name": e.template_name, "file_hash_alg": e.file_hash_alg,
+            "file_hash": e.file_hash.hex() if e.file_hash is not None else None, "file_name": e.file_name,
+            "signature": e.signature.hex() if e.signature is not None else None,
+            "template_hash_ok": template_hash_ok(e)}
+
+
+def _show_ima(args: argparse.Namespace, log: Any) -> int:
+    from tboot_py._output import Column, emit_json, print_table
+    from tboot_py.errors import InputError
+
+    fmt = "ima-ascii" if log.ascii else "ima-binary"
+    if args.cel:
+        raise InputError("--cel: an IMA list is shown as --json or a table")
+    if args.json:
+        emit_json({"format": fmt, "events": [_ima_event_json(e) for e in log.events]})
+        return EXIT_OK
+    # The template digest abbreviated to 16 hex digits (in full: --json); the file hash whole.
+    rows = [(str(e.seq), str(e.pcr), e.template_name, e.template_hash.hex()[:16],
+             f"{e.file_hash_alg}:{e.file_hash.hex()}" if e.file_hash is not None else "-", e.file_name or "-")
+            for e in log.events]
+    print_table(f"{args.log}: {fmt} list, {len(log.events)} events",
+                (Column("#", right=True), Column("PCR", right=True), Column("template"),
+                 Column("template digest", digest=True), Column("file hash", digest=True), Column("file")), rows)
+    return EXIT_OK
+
+
 def _emit_json(obj: Any) -> None:
     """JSON on stdout without importing rich (keeps ``log replay --json`` start-up short)."""
     import json
@@ -232,8 +279,15 @@ def _replay(args: argparse.Namespace) -> int:
 
     from tboot_py import algorithms
     from tboot_py.eventlog import replay
+    from tboot_py.eventlog.ima import ImaLog
 
-    log = _load(args.log)
+    log = _load_any(args.log)
+    if isinstance(log, ImaLog):
+        return _replay_ima(args, log)
+    if args.firmware_log:
+        from tboot_py.errors import InputError
+
+        raise InputError("--firmware-log checks an IMA list's boot_aggregate; this log is not an IMA list")
     banks = [b.name for b in algorithms.parse_banks(args.banks)] if args.banks else None
     values = replay(log, banks)
     quirks: list[str] = []
@@ -257,6 +311,61 @@ def _replay(args: argparse.Namespace) -> int:
         if args.pcrs:
             print(f"quirks applied: {', '.join(quirks) if quirks else 'none'}", file=sys.stderr)
     return EXIT_OK
+
+
+def _replay_ima(args: argparse.Namespace, log: Any) -> int:
+    """Replay an IMA list into PCR 10; check it against --pcrs and the boot_aggregate against
+    the firmware log's PCRs 0-9 (--firmware-log). Exit 1 when either check fails."""
+    import sys
+
+    from tboot_py import algorithms
+    from tboot_py.eventlog import replay
+    from tboot_py.eventlog.ima import IMA_PCR, check_boot_aggregate, replay_ima
+
+    banks = [b.name for b in algorithms.parse_banks(args.banks)] if args.banks else ["sha1", "sha256"]
+    values = replay_ima(log, banks)
+    out: dict[str, Any] = {"pcrs": _pcrs_json(values)}
+    ok = True
+    notes: list[str] = []
+    if args.pcrs:
+        expected = _load_pcrs(args.pcrs)
+        compared = []
+        for bank, regs in values.items():
+            want = expected.get(bank, {}).get(IMA_PCR)
+            got = regs.get(IMA_PCR)
+            if want is None or got is None:
+                continue
+            compared.append({"bank": bank, "pcr": IMA_PCR, "expected": want.hex(), "replayed": got.hex(),
+                             "ok": want == got})
+        if not compared:
+            compared_ok = False
+            notes.append(f"PCR {IMA_PCR}: no bank of the replay is in {args.pcrs}")
+        else:
+            compared_ok = all(c["ok"] for c in compared)
+            for c in compared:
+                notes.append(f"PCR {IMA_PCR} {c['bank']}: " + ("matches" if c["ok"] else
+                             f"MISMATCH: expected {c['expected']}, replayed {c['replayed']}"))
+        ok = ok and compared_ok
+        out["pcr10"] = {"ok": compared_ok, "compared": compared}
+    if args.firmware_log:
+        fw = _load(args.firmware_log)
+        check = check_boot_aggregate(log, replay(fw))
+        ok = ok and check.ok
+        notes.append(check.reason if check.ok else "MISMATCH: " + check.reason)
+        out["boot_aggregate"] = {"ok": check.ok, "bank": check.bank, "reason": check.reason,
+                                 "listed": check.listed.hex() if check.listed is not None else None,
+                                 "computed": check.computed.hex() if check.computed is not None else None}
+    if args.pcrs or args.firmware_log:
+        out["ok"] = ok
+    if args.json:
+        _emit_json(out)
+    else:
+        from tboot_py._output import print_pcrs
+
+        print_pcrs(values, title=f"PCR values replayed from the IMA list {args.log}")
+        for n in notes:
+            print(n, file=sys.stderr)
+    return EXIT_OK if ok else EXIT_DENIED
 
 
 def _load_pcr_values_for(path: str, banks: list[str] | None) -> dict[str, dict[int, bytes]]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
-from tboot_py.errors import ParseError
+from tboot_py.errors import ParseError, UnknownAlgorithmError
 
 IMA_PCR = 10
 _NAME_LEN_MAX = 255  # IMA_EVENT_NAME_LEN_MAX
@@ -280,3 +280,71 @@ def template_hash_ok(e: ImaEvent) -> bool:
         if alg.size == len(e.template_hash):
             return alg.digest(e.template_data()) == e.template_hash
     return False
+
+
+def looks_like_ima(data: bytes) -> bool:
+    """Whether ``data`` is an IMA list rather than a TCG event log, from its first record.
+
+    ASCII: ``<pcr> <hex template digest> <template name> ...``. Binary: the template-name
+    length (u32 at offset 24) is 1..64 and the name starts with ``ima``. A TCG log's first
+    record has its event type at offset 4 and digest or size fields there, never such a name.
+    """
+    first = data[:512].split(b"\n", 1)[0].split(b" ")
+    if len(first) >= 4 and first[0].isdigit():
+        return len(first[1]) in (40, 64, 96, 128) and all(c in b"0123456789abcdefABCDEF" for c in first[1])
+    if len(data) < 31:
+        return False
+    (nlen,) = struct.unpack_from("<I", data, 24)
+    return 1 <= nlen <= MAX_TEMPLATE_NAME and data[28:31] == b"ima"
+
+
+#: The PCRs the boot_aggregate covers: 0-7 for a SHA-1 aggregate, 0-9 for other hashes
+#: (Linux security/integrity/ima/ima_crypto.c, ima_calc_boot_aggregate_tfm, since 5.8).
+def boot_aggregate_pcrs(alg: HashAlg) -> range:
+    return range(8) if alg.name == "sha1" else range(10)
+
+
+def boot_aggregate(pcrs: dict[int, bytes], alg: HashAlg) -> bytes:
+    """H(PCR 0 || ... || PCR 7 [|| PCR 8 || PCR 9]) in ``alg``'s bank; a PCR missing from
+    ``pcrs`` (never extended) is all zero."""
+    h = hashlib.new(alg.hashlib_name)
+    for i in boot_aggregate_pcrs(alg):
+        h.update(pcrs.get(i, b"\x00" * alg.size))
+    return h.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class BootAggregateCheck:
+    """The IMA list's boot_aggregate entry against the firmware PCRs. ``ok`` is False when the
+    entry is missing, its hash algorithm unknown, or the bank absent from ``firmware_pcrs``."""
+
+    ok: bool
+    bank: str | None
+    listed: bytes | None
+    computed: bytes | None
+    reason: str
+
+
+def check_boot_aggregate(log: ImaLog, firmware_pcrs: dict[str, dict[int, bytes]]) -> BootAggregateCheck:
+    """Check the first ``boot_aggregate`` entry against PCRs 0-9 of ``firmware_pcrs``
+    (``{bank: {pcr: value}}``, e.g. a replayed firmware log). Never raises."""
+    entry = next((e for e in log.events if e.file_name == "boot_aggregate"), None)
+    if entry is None or entry.file_hash is None or entry.file_hash_alg is None:
+        return BootAggregateCheck(False, None, None, None, "the IMA list has no boot_aggregate entry")
+    try:
+        alg = algorithms.by_name(entry.file_hash_alg)
+    except UnknownAlgorithmError:
+        return BootAggregateCheck(False, entry.file_hash_alg, entry.file_hash, None,
+                                  f"boot_aggregate uses an unknown hash {entry.file_hash_alg!r}")
+    regs = firmware_pcrs.get(alg.name)
+    if regs is None:
+        return BootAggregateCheck(False, alg.name, entry.file_hash, None,
+                                  f"the firmware PCRs have no {alg.name} bank for the boot_aggregate")
+    computed = boot_aggregate(regs, alg)
+    span = boot_aggregate_pcrs(alg)
+    if computed != entry.file_hash:
+        return BootAggregateCheck(False, alg.name, entry.file_hash, computed,
+                                  f"boot_aggregate {entry.file_hash.hex()} is not the {alg.name} hash of the firmware "
+                                  f"PCRs {span[0]}-{span[-1]} ({computed.hex()})")
+    return BootAggregateCheck(True, alg.name, entry.file_hash, computed,
+                              f"boot_aggregate matches the firmware PCRs {span[0]}-{span[-1]} ({alg.name})")
