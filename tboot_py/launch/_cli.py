@@ -155,6 +155,12 @@ def register_launch(sub: Any) -> None:
                    help="do everything but run the launcher: it still extends the TPM's PCRs, appends to the event "
                         "log, quotes with the AK (creating it on first use) and appends to the audit log")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    p.add_argument("--require-ear", metavar="URL",
+                   help="first require a fresh, affirming EAR for this host from the attestation service at URL")
+    p.add_argument("--ear-key", type=Path, metavar="PUB",
+                   help="EAR signing key, PEM or JWKS (default: the service's /.well-known/jwks.json)")
+    p.add_argument("--ear-max-age", type=float, default=300.0, metavar="S", help="oldest EAR accepted (default 300)")
+    p.add_argument("--ear-host", metavar="NAME", help="this host's enrolled name (default: the host name)")
     _add_artifact_args(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- LAUNCH_CMD...")
     p.set_defaults(func=_launch)
@@ -176,6 +182,12 @@ def _launch(args: argparse.Namespace) -> int:
     if command:
         check_command(command, {c: getattr(args, c) for c in ("hypervisor", "kernel", "initrd")},
                       args.cmdline, args.hypervisor_cmdline)
+    if args.require_ear:  # the attestation service vouches for this host before anything runs
+        import socket
+
+        from tboot_py.server.ear import require_fresh_ear
+
+        require_fresh_ear(args.require_ear, args.ear_key, args.ear_host or socket.gethostname(), args.ear_max_age)
     firmware_log = args.firmware_log if args.firmware_log is not None else default_firmware_log(args.tpm)
     req = GateRequest(
         policy=args.policy, tpm=args.tpm, hypervisor=args.hypervisor, kernel=args.kernel, initrd=args.initrd,

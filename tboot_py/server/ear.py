@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -161,4 +162,31 @@ def verify_ear(token: str, keys: Mapping[str, ec.EllipticCurvePublicKey], nonce:
         raise EARError(f"EAR is {int(t - ear.issued_at)} s old, more than the {int(max_age)} s allowed")
     if host is not None and ear.host != host:
         raise EARError(f"EAR is for host {ear.host!r}, not {host!r}")
+    return ear
+
+
+def require_fresh_ear(server: str, key: Path | None, host: str, max_age: float, cacert: Path | None = None) -> EAR:
+    """The relying party's check (``launch --require-ear``): fetch the host's latest EAR from
+    the service and require it affirming, for this host, at most ``max_age`` seconds old,
+    signed by ``key`` (PEM or JWKS file; default the service's published JWKS)."""
+    from tboot_py.server.client import Client, ServerError
+
+    client = Client([server], cacert=cacert)
+    try:
+        if key is not None:
+            try:
+                keys = load_verification_keys(key.read_bytes())
+            except OSError as e:
+                raise InputError(f"{key}: {e.strerror}") from e
+        else:
+            keys = load_verification_keys(client.request("GET", "/.well-known/jwks.json", raw=True))
+        try:
+            token = client.request("GET", f"/v1/hosts/{host}/ear")["ear"]
+        except ServerError as e:
+            raise EARError(f"no EAR for {host!r} from {server}: {e.diagnostics()}") from e
+    finally:
+        client.close()
+    ear = verify_ear(str(token), keys, max_age=max_age, host=host)
+    if not ear.affirming:
+        raise EARError(f"the latest EAR for {host!r} is {ear.status}")
     return ear

@@ -118,6 +118,19 @@ def test_three_agents_enroll_attest_and_follow_policy(fleet: tuple[Server, list[
     assert any(r["component"] == "kernel" and r["expected"] and r["actual"] for r in failures)
     detail = _fleet_cli(srv, "host", hs[1].name)
     assert detail["state"] == "failing"
+
+    # The launch gate can require a fresh, affirming EAR first: host1's is contraindicated.
+    def launch(h: HostTPM, *extra: str) -> object:
+        return run_cli("launch", "--require-ear", srv.url, "--ear-host", h.name, *extra, "--policy",
+                       str(art.policy), "--trust-key", str(art.pub), "--tpm", h.tpm.tcti, "--state",
+                       str(h.state), "--log", str(h.log), "--kernel", str(art.kernel), "--initrd", str(art.initrd),
+                       "--cmdline", "console=hvc0", "--dry-run")
+
+    deny = launch(hs[1])
+    assert deny.rc == 1 and "contraindicated" in deny.err, deny  # type: ignore[attr-defined]
+    assert not (hs[1].state / "audit.jsonl").exists()  # refused before anything was measured
+    assert launch(hs[0], "--ear-key", str(jwks)).rc == 0  # type: ignore[attr-defined]
+    assert launch(hs[0], "--ear-max-age", "0").rc == 1  # type: ignore[attr-defined]
     assert [e["new_state"] for e in detail["events"]][:2] == ["failing", "passing"]  # type: ignore[index]
 
 

@@ -25,7 +25,8 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
         for token in (srv.token, "wrong-token"):
             r = subprocess.run([str(st), "run", srv.url + "/openapi.json", "--checks", "not_a_server_error",
                                 "-H", f"Authorization: Bearer {token}", "-n", "20", "--seed", "1",
-                                "--request-timeout", "30"], capture_output=True, text=True, timeout=600, check=False)
+                                "--request-timeout", "30"], capture_output=True, text=True, timeout=600, check=False,
+                               cwd=tmp_path)
             assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
             import re
 
