@@ -418,7 +418,9 @@ def launch_plan(req: GateRequest, copies: Sequence[Any]) -> Any:
     from tboot_py.launch.handover import launch_plan as _plan
 
     originals = {c.component: (str(c.origin), c.origin_id) for c in copies if c.origin_id is not None}
-    return _plan(req.command, copies, req.cmdline, req.hypervisor_cmdline, originals=originals)
+    generated = [(c.component, c.sha256()) for c in copies if c.origin_id is None]
+    return _plan(req.command, copies, req.cmdline, req.hypervisor_cmdline, originals=originals,
+                 generated=generated)
 
 
 def exec_launcher(result: GateResult) -> None:

@@ -65,9 +65,12 @@ class LaunchPlan:
     executable: str
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
+    #: Files the gate generated for the launcher (the sealed xl config): (component, SHA-256 hex).
+    generated: tuple[tuple[str, str], ...] = ()
 
     def as_json(self) -> dict[str, object]:
-        return {"executable": self.executable, "argv": list(self.argv), "env": dict(self.env)}
+        return {"executable": self.executable, "argv": list(self.argv), "env": dict(self.env),
+                "generated": dict(self.generated)}
 
 
 def escape_braces(text: str) -> str:
@@ -190,14 +193,15 @@ def resolve_launcher(name: str, env: Mapping[str, str]) -> str:
 def launch_plan(command: Sequence[str], copies: Sequence[Copy], cmdline: str | None,
                 hypervisor_cmdline: str | None = None, *,
                 originals: Mapping[str, tuple[str, tuple[int, int] | None]] | None = None,
-                environ: Mapping[str, str] | None = None) -> LaunchPlan:
+                environ: Mapping[str, str] | None = None,
+                generated: Sequence[tuple[str, str]] = ()) -> LaunchPlan:
     """Check the command and build what the gate will exec; InputError when it is refused."""
     if not command:
         raise InputError("no launch command given (put it after --)")
     check_no_original_paths(command, originals or {})
     argv = launcher_argv(command, copies, cmdline, hypervisor_cmdline)
     env = clean_env(os.environ if environ is None else environ, copies)
-    return LaunchPlan(resolve_launcher(argv[0], env), tuple(argv), tuple(sorted(env.items())))
+    return LaunchPlan(resolve_launcher(argv[0], env), tuple(argv), tuple(sorted(env.items())), tuple(generated))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ What the launcher receives, per kind of artifact (the rule the README states):
 * a PE image (``pe``): the Authenticode digest leaves out the CheckSum, the Certificate
   Table directory entry, the certificate table at the end of the file, and the padding
   between sections. The signatures are needed by firmware and stay, but padding must be
-  zero (:func:`check_pe_padding`): an unhashed gap can carry nothing a loader could run.
+  zero (:func:`tboot_py.measure.authenticode.check_padding`): an unhashed gap can carry
+  nothing a loader could run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -55,6 +57,13 @@ class SealedCopy:
     def path(self) -> str:
         return f"/proc/self/fd/{self.fd}"
 
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the sealed bytes (read with pread; the position is not moved)."""
+        h = hashlib.sha256()
+        for off in range(0, self.size, _CHUNK):
+            h.update(os.pread(self.fd, min(_CHUNK, self.size - off), off))
+        return h.hexdigest()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
@@ -77,7 +86,9 @@ def seal_artifact(component: str, origin: Path, *, tboot_module: bool) -> Sealed
                 raise
             return SealedCopy(component, origin, mfd, size, copy.origin_id, gunzipped=True)
         if not tboot_module:
-            check_pe_padding(copy.fd, f"{component}: {origin}")
+            from tboot_py.measure.authenticode import check_padding
+
+            check_padding(copy.fd, f"{component}: {origin}")
     except BaseException:
         copy.close()
         raise
@@ -98,35 +109,6 @@ def seal_bytes(component: str, name: str, data: bytes) -> SealedCopy:
     return SealedCopy(component, Path(name), mfd, len(data))
 
 
-def check_pe_padding(fd: int, name: str) -> None:
-    """Refuse a PE image whose bytes outside the Authenticode digest, other than the
-    CheckSum, the Certificate Table entry and the certificate table, are not zero (the
-    section padding; Authenticode PE spec, "Calculating the PE Image Hash"). Not a PE: no-op."""
-    from tboot_py.measure import _pe
-    from tboot_py.measure._source import open_source
-    from tboot_py.measure.authenticode import image_ranges
-
-    with open_source(fd) as s:
-        head = s.read_exact(0, min(0x40, s.size))
-        if not _pe.looks_like_pe(head, _pe.source_reader(s), s.size):
-            return
-        h = _pe.parse_headers(_pe.source_reader(s), s.size, s.name)
-        allowed = [(h.checksum_offset, 4)]
-        if h.cert_dir_offset is not None:
-            allowed.append((h.cert_dir_offset, 8))
-            if h.cert_table_size:
-                allowed.append((h.cert_table_offset, h.cert_table_size))
-        covered = sorted(image_ranges(h, s.name) + allowed)
-        pos = 0
-        for off, n in [*covered, (s.size, 0)]:
-            for at in range(pos, off, _CHUNK):
-                gap = s.read_exact(at, min(_CHUNK, off - at))
-                if gap.count(0) != len(gap):
-                    raise InputError(f"{name}: bytes at 0x{at:x} lie outside the Authenticode "
-                                     "digest and are not zero padding; the launcher would receive unmeasured bytes")
-            pos = max(pos, off + n)
-
-
 class _FdSink:
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -135,7 +117,7 @@ class _FdSink:
     def update(self, data: bytes | memoryview) -> None:
         self.total += len(data)
         if self.total > MAX_ARTIFACT:
-            raise InputError("artifact larger than the size limit")
+            raise InputError(f"artifact larger than {MAX_ARTIFACT} bytes (or grew while being copied)")
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)
@@ -185,18 +167,12 @@ def seal_copy(component: str, origin: Path) -> SealedCopy:
 
 
 def _copy(src: int, dst: int) -> int:
-    total = 0
+    sink = _FdSink(dst)
     while True:
         chunk = os.read(src, _CHUNK)
         if not chunk:
-            return total
-        total += len(chunk)
-        if total > MAX_ARTIFACT:
-            raise InputError("artifact grew beyond the size limit while being copied")
-        view = memoryview(chunk)
-        while view:
-            n = os.write(dst, view)
-            view = view[n:]
+            return sink.total
+        sink.update(chunk)
 
 
 def is_sealed(fd: int) -> bool:

@@ -121,3 +121,32 @@ def authenticode(
     position is not moved). A malformed or truncated image raises ParseError.
     """
     return authenticode_digests(src, banks)[0]
+
+
+def check_padding(src: Path | str | int, name: str | None = None) -> None:
+    """Refuse (InputError) a PE image whose bytes outside the digest, other than the
+    CheckSum, the Certificate Table entry and the certificate table, are not zero: the
+    padding between the headers and sections. Whoever hands the file to a loader that maps
+    it whole (QEMU's bzImage loader) then hands over no unmeasured non-zero byte. Not a PE: no-op."""
+    with open_source(src) as s:
+        label = name or s.name
+        head = s.read_exact(0, min(0x40, s.size))
+        if not _pe.looks_like_pe(head, _pe.source_reader(s), s.size):
+            return
+        h = _pe.parse_headers(_pe.source_reader(s), s.size, s.name)
+        skipped = [(h.checksum_offset, 4)]
+        if h.cert_dir_offset is not None:
+            skipped.append((h.cert_dir_offset, 8))
+            if h.cert_table_size:
+                skipped.append((h.cert_table_offset, h.cert_table_size))
+        pos = 0
+        for off, n in [*sorted(image_ranges(h, s.name) + skipped), (s.size, 0)]:
+            for at in range(pos, off, _GAP_CHUNK):
+                gap = s.read_exact(at, min(_GAP_CHUNK, off - at))
+                if gap.count(0) != len(gap):
+                    raise InputError(f"{label}: bytes at 0x{at:x} lie outside the Authenticode digest and are not "
+                                     "zero padding; the launcher would receive unmeasured bytes")
+            pos = max(pos, off + n)
+
+
+_GAP_CHUNK = 1 << 20

@@ -86,6 +86,7 @@ def test_xl_create_wrapper_launches_measured_copies(env: dict[str, str]) -> None
     record = [json.loads(x) for x in (tmp / "state" / "audit.jsonl").read_text().splitlines()][-1]
     assert record["launch"]["argv"] == ["xl", "create", args[1]]
     assert record["launch"]["env"]["TBOOT_PY_XL_CONFIG"] == args[1]
+    assert record["launch"]["generated"] == {"xl_config": hashlib.sha256(handed).hexdigest()}
 
 
 def test_xl_config_rewritten_after_the_check_changes_nothing(env: dict[str, str]) -> None:

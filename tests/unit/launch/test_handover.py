@@ -155,6 +155,7 @@ def test_plan_resolves_the_launcher_and_records_argv_and_env() -> None:
     assert doc["argv"] == ["sh", "-c", "exit 0", "sh", "/proc/self/fd/4"]
     assert doc["env"] == {"PATH": "/usr/bin:/bin", "TBOOT_PY_HYPERVISOR": "/proc/self/fd/3",
                           "TBOOT_PY_KERNEL": "/proc/self/fd/4", "TBOOT_PY_INITRD": "/proc/self/fd/5"}
+    assert doc["generated"] == {}
     with pytest.raises(InputError, match="not found"):
         launch_plan(["no-such-launcher-xyz"], COPIES, None, environ={"PATH": "/usr/bin"})
 
