@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tboot_py.errors import EXIT_DENIED, EXIT_OK, Error, InputError, VerificationError
-from tboot_py.launch.handover import PLACEHOLDERS, escape_braces
+from tboot_py.launch.handover import PLACEHOLDERS, LaunchPlan, escape_braces
 
 __all__ = ["PLACEHOLDERS", "GateRequest", "GateResult", "escape_braces", "exec_launcher", "launch_plan",
            "launcher_argv", "run_gate"]
@@ -92,7 +92,7 @@ class GateResult:
     audit: Mapping[str, Any] = field(default_factory=dict)
     copies: tuple[Any, ...] = ()
     #: What an allowed, non-dry-run launch execs (a LaunchPlan), as the audit record shows it.
-    launch: Any = None
+    launch: LaunchPlan | None = None
 
     def __bool__(self) -> bool:
         raise TypeError("read GateResult.allowed")
@@ -239,7 +239,8 @@ def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verif
 
 
 def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,
-           measurements: Sequence[Any], verdict: Any, trace: _Trace, launch: Any = None) -> dict[str, Any]:
+           measurements: Sequence[Any], verdict: Any, trace: _Trace,
+           launch: LaunchPlan | None = None) -> dict[str, Any]:
     from tboot_py.audit.records import append_record
 
     record = {
@@ -412,7 +413,7 @@ def _seal_xl_config(req: GateRequest, copies: Mapping[str, Any]) -> Any:
     return seal_bytes("xl_config", "xl config", xl.sealed_text(req.xl_config, boot, copies["kernel"].path, ramdisk))
 
 
-def launch_plan(req: GateRequest, copies: Sequence[Any]) -> Any:
+def launch_plan(req: GateRequest, copies: Sequence[Any]) -> LaunchPlan:
     """What the gate will exec for ``req`` (a LaunchPlan), checked before anything is
     extended; the audit record holds it and :func:`exec_launcher` runs exactly it."""
     from tboot_py.launch.handover import launch_plan as _plan

@@ -433,3 +433,14 @@ def test_gate_evidence_reverifies_remotely_with_policy(gate: Setup) -> None:
     stale = run_cli("verify", str(evidence), "--ak", ak, "--nonce", "00" * 32, "--policy", str(gate.policy),
                     "--trust-key", str(gate.pub))
     assert stale.rc == 1 and "nonce" in (stale.out + stale.err).lower()
+
+
+def test_launch_command_naming_the_original_file_is_refused_before_measuring(gate: Setup) -> None:
+    """The launcher would open the file by path again, not the measured copy: refused before
+    anything is measured or extended (no audit record, no launch)."""
+    link = gate.dir / "k-link"
+    link.symlink_to(gate.kernel)
+    for cmd in (["sh", "-c", "true", str(gate.kernel)], ["true", f"file={link},if=virtio"]):
+        r = gate.launch(launcher=cmd)
+        assert r.rc == 2 and "original kernel" in r.err, r.err
+        assert not gate.launched() and not (gate.state / "audit.jsonl").exists()
