@@ -16,6 +16,7 @@ from pathlib import Path
 
 SECTIONS: tuple[str, ...] = (
     "tboot_py.measure._bench", "tboot_py.appraise._bench", "tboot_py.eventlog._bench", "tboot_py.launch._bench",
+    "tboot_py._bench_cli",
 )
 
 

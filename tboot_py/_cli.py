@@ -11,22 +11,33 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from tboot_py.errors import EXIT_INTERNAL, EXIT_USAGE, Error
 
-# Modules that define ``register(subparsers)``; each handler returns an exit code.
-COMMAND_MODULES = (
-    "tboot_py.tpm._cli",
-    "tboot_py.eventlog._cli",
-    "tboot_py.launch._cli",
-    "tboot_py.audit._cli",
-    "tboot_py.measure._cli",
-    "tboot_py.policy._cli",
-    "tboot_py.attest._cli",
-    "tboot_py.verify._cli",
-    "tboot_py.server._cli",
-    "tboot_py.agent._cli",
+#: Every command: its name, the module whose ``register(subparsers)`` adds it (each handler
+#: returns an exit code), and its one-line help. The help is repeated here so that
+#: ``tboot-py --help`` and every command import only their own stage (a test checks it equals
+#: what the module registers).
+COMMANDS = (
+    ("pcrs", "tboot_py.tpm._cli", "read PCR values from a TPM"),
+    ("log", "tboot_py.eventlog._cli", "TCG event logs: show, replay, verify, diff, check, state"),
+    ("extend", "tboot_py.launch._cli", "measure artifacts, extend them into the TPM and append to the event log"),
+    ("launch", "tboot_py.launch._cli", "the fail-closed launch gate: measure, extend, log, verify, policy, exec"),
+    ("hook", "tboot_py.launch._cli", "run a launch hook (xl-create, libvirt-qemu) through the gate"),
+    ("audit", "tboot_py.audit._cli", "check or show the hash-chained audit log of launch decisions"),
+    ("measure", "tboot_py.measure._cli", "compute the digests of launch artifacts in every bank"),
+    ("policy", "tboot_py.policy._cli", "launch policies: create, show, sign, verify, predict, tboot VLP"),
+    ("attest", "tboot_py.attest._cli", "EK, AK, credential activation and quotes on a TPM"),
+    ("verify", "tboot_py.verify._cli", "verify an evidence bundle: quote, nonce, PCRs, event logs"),
+    ("quote", "tboot_py.verify._cli", "quote tools on tpm2-tools files"),
+    ("serve", "tboot_py.server._cli", "run the remote attestation service (HTTP API, SQLite or PostgreSQL)"),
+    ("fleet", "tboot_py.server._cli", "administer the attestation service: hosts, approvals, policies"),
+    ("ear", "tboot_py.server._cli", "EAT attestation results (EAR JWTs) from the service"),
+    ("agent", "tboot_py.agent._cli", "attestation agent: enroll with the service and attest on an interval"),
+    ("completion", "tboot_py._cli", "print the shell completion script (bash or zsh)"),
 )
+COMMAND_MODULES = tuple(dict.fromkeys(m for _, m, _ in COMMANDS if m != __name__))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,21 +47,36 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``argv``, only the command it names is built in full (the
+    others are listed with their help but their modules are not imported)."""
     from tboot_py import __version__
 
     parser = _Parser(prog="tboot-py", description="Measured launch and attestation toolkit.")
     parser.add_argument("--version", action="version", version=f"tboot-py {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    modules = {m for n, m, _ in COMMANDS if wanted is None or n == wanted}
+    for name, module, help_ in COMMANDS:
+        if name in sub.choices:
+            continue
+        if module not in modules:
+            sub.add_parser(name, help=help_, add_help=False)  # listed only; never selected by argv
+        elif module == __name__:
+            _register(sub)
+        else:
+            importlib.import_module(module).register(sub)
+            modules.discard(module)
+    return parser
+
+
+def _register(sub: Any) -> None:
     c = sub.add_parser("completion", help="print the shell completion script (bash or zsh)",
                        description="Generated from the argument parser. bash: "
                                    "`source <(tboot-py completion bash)`; zsh: write it as _tboot-py into $fpath.")
     c.add_argument("shell", choices=["bash", "zsh"])
     c.set_defaults(func=_completion)
-    return parser
 
 
 def _completion(args: argparse.Namespace) -> int:
@@ -62,7 +88,8 @@ def _completion(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help exits 0, usage errors exit 2

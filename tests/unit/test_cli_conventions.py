@@ -3,9 +3,12 @@ generated from the parser (and equal to the shipped files), README and help that
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
@@ -162,3 +165,49 @@ def test_every_command_and_option_the_readme_names_exists() -> None:
         for opt in _OPT.findall(tail):
             assert opt in known, f"README: `{cmd.name}` has no option {opt} ({inv!r})"
 
+
+
+# --- start fast: a command imports only its own stage ---------------------------------------
+
+def test_command_index_matches_what_the_modules_register() -> None:
+    from tboot_py._cli import COMMANDS
+
+    registered = {n: h for n, h in CMDS[0].subcommands()}
+    assert {n: h for n, _, h in COMMANDS} == registered
+
+
+def _loaded(argv: list[str]) -> set[str]:
+    prog = ("import contextlib, io, sys, json\nfrom tboot_py._cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            f"    main({argv!r})\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, check=True, cwd=REPO)
+    return set(json.loads(r.stdout))
+
+
+HEAVY = {"rich", "tpm2_pytss", "cryptography", "pefile", "jinja2", "fastapi", "sqlalchemy", "httpx"}
+
+
+def test_help_imports_no_stage() -> None:
+    mods = _loaded(["--help"])
+    assert {m for m in mods if m.startswith("tboot_py")} <= {"tboot_py", "tboot_py._cli", "tboot_py.errors"}
+    assert not mods & HEAVY
+
+
+def test_commands_import_only_what_they_use(tmp_path: Path) -> None:
+    from tboot_py import algorithms
+    from tboot_py.eventlog import NewEvent, encode_log
+
+    log = tmp_path / "log.bin"
+    log.write_bytes(encode_log([NewEvent(9, 0x0D, {"sha256": bytes(32)}, b"x")], [algorithms.SHA256]))
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    for argv, allowed in ((["log", "replay", "--json", str(log)], set()),
+                          (["log", "replay", str(log)], set()),
+                          (["measure", str(f)], set()),
+                          (["quote", "verify", "--ak", str(f), "-m", str(f), "-s", str(f), "-f", str(f), "-q", "00"],
+                           {"cryptography"}),
+                          (["verify", str(f), "--ak", str(f), "--nonce", "00"], {"cryptography"})):
+        mods = _loaded(argv)
+        assert not (mods & HEAVY) - allowed, (argv, (mods & HEAVY) - allowed)
+        assert not any(m.startswith(("tboot_py.server", "tboot_py.launch", "tboot_py.policy")) for m in mods), argv

@@ -1,0 +1,124 @@
+"""Benchmark: whole-process time of CLI commands next to their tpm2-tools / coreutils
+counterparts, in the same run (hyperfine), and ``--help`` next to a bare interpreter start.
+
+Targets (issue 14): each command within 5x of its counterpart; ``tboot-py --help`` within 2x
+of ``python3 -c pass``. The quote and its 100-event log come from a real swtpm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RUNS = 15
+
+
+def _median(cmd: list[str]) -> float:
+    """Median wall seconds of ``cmd`` (hyperfine, no shell, output discarded)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run(["hyperfine", "-N", "--warmup", "2", "--runs", str(RUNS), "--export-json", out.name,
+                        "--output=null", subprocess.list2cmdline(cmd)], check=True, capture_output=True)
+        return float(json.loads(Path(out.name).read_text())["results"][0]["median"])
+
+
+def _setup(tmp: Path) -> dict[str, Path | str]:
+    """A 100-event log extended into a fresh swtpm, its evidence bundle and tpm2-tools files."""
+    from tboot_py import algorithms
+    from tboot_py.attest import keys
+    from tboot_py.attest.keys import open_esapi
+    from tboot_py.attest.quote import collect_evidence
+    from tboot_py.eventlog import NewEvent, encode_log
+    from tboot_py.tpm import wire as st
+    from tboot_py.tpm.evidence import EventLogBlob
+    from tboot_py.tpm.swtpm import Swtpm, free_port
+    from tboot_py.verify.tpm2_tools import export_quote
+
+    sw = Swtpm(state_dir=tmp / "swtpm", port=free_port(), ca_dir=tmp / "ca").start()
+    try:
+        tpm = open_esapi(sw.tcti)
+        try:
+            events = []
+            for i in range(100):
+                data = f"bench event {i}".encode()
+                digests = {b.name: b.digest(data) for b in tpm.banks()}
+                tpm.extend(9, digests)
+                events.append(NewEvent(9, 0x0D, {"sha256": digests["sha256"]}, data))
+            log = encode_log(events, [algorithms.SHA256])
+            ak = keys.load_or_create_ak(tpm, tmp / "ak", "rsa")
+            sel = st.PCRSelection.parse_spec("sha256:0-9")
+            nonce = os.urandom(20)
+            ev = collect_evidence(tpm, ak, sel, nonce, [EventLogBlob("bench", log)])
+            export_quote(ev, sel, tmp / "tt")
+        finally:
+            tpm.close()
+    finally:
+        sw.stop()
+    (tmp / "log.bin").write_bytes(log)
+    (tmp / "evidence.json").write_text(ev.dumps())
+    (tmp / "file").write_bytes(os.urandom(1 << 20))
+    return {"log": tmp / "log.bin", "evidence": tmp / "evidence.json", "ak": tmp / "ak", "tt": tmp / "tt",
+            "file": tmp / "file", "nonce": nonce.hex()}
+
+
+def run() -> str:
+    if shutil.which("hyperfine") is None:
+        return "## CLI start-up\n\nhyperfine is not installed (`make setup` installs it)."
+    exe = Path(sys.executable).parent / "tboot-py"  # the console script, as users run it
+    exe_cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "tboot_py"]
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as d:
+        f = _setup(Path(d))
+        tt = Path(f["tt"])
+        checkquote = ["tpm2_checkquote", "-u", str(tt / "ak.pem"), "-m", str(tt / "quote.msg"), "-s",
+                      str(tt / "quote.sig"), "-f", str(tt / "quote.pcrs"), "-g", "sha256", "-q", str(f["nonce"])]
+        pairs = [
+            ("log replay --json (100 events)", [*exe_cmd, "log", "replay", "--json", str(f["log"])],
+             "tpm2_eventlog", ["tpm2_eventlog", str(f["log"])]),
+            ("measure --banks sha256 (1 MiB)", [*exe_cmd, "measure", "--banks", "sha256", str(f["file"])],
+             "sha256sum", ["sha256sum", str(f["file"])]),
+            ("quote verify (tpm2_quote files)",
+             [*exe_cmd, "quote", "verify", "--ak", str(tt / "ak.pem"), "-m", str(tt / "quote.msg"), "-s",
+              str(tt / "quote.sig"), "-f", str(tt / "quote.pcrs"), "-q", str(f["nonce"])],
+             "tpm2_checkquote", checkquote),
+            ("verify (evidence + 100-event log)",
+             [*exe_cmd, "verify", str(f["evidence"]), "--ak", str(f["ak"]), "--nonce", str(f["nonce"])],
+             "tpm2_checkquote", checkquote),
+        ]
+        lines = [
+            "## CLI: whole-process time beside tpm2-tools",
+            "",
+            f"Median wall time of {RUNS} runs (hyperfine, after 2 warm-up runs), each command and its "
+            "counterpart in the same run; output discarded. The quote and log come from a real swtpm. "
+            "Target: within 5x of the counterpart.",
+            "",
+            "| tboot-py command | median | counterpart | median | ratio | within 5x |",
+            "|---|---:|---|---:|---:|---|",
+        ]
+        for label, ours_cmd, name, theirs_cmd in pairs:
+            ours, theirs = _median(ours_cmd), _median(theirs_cmd)
+            ratio = ours / theirs
+            lines.append(f"| `{label}` | {ours * 1000:,.1f} ms | `{name}` | {theirs * 1000:,.1f} ms | "
+                         f"{ratio:.1f}x | {'yes' if ratio <= 5 else 'no'} |")
+        bare = _median(["python3", "-c", "pass"])
+        venv_bare = _median([sys.executable, "-c", "pass"])
+        helps = _median([*exe_cmd, "--help"])
+        lines += [
+            "",
+            "| start-up | median |",
+            "|---|---:|",
+            f"| `python3 -c pass` (system interpreter) | {bare * 1000:,.1f} ms |",
+            f"| `python -c pass` (the package's venv) | {venv_bare * 1000:,.1f} ms |",
+            f"| `tboot-py --help` | {helps * 1000:,.1f} ms ({helps / bare:.1f}x the bare start; target 2x) |",
+            "",
+            "`tboot-py --help` and each command import only their own stage (`tboot_py._cli.COMMANDS`); "
+            "output off a terminal is plain text, so rich is not imported.",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())
