@@ -7,7 +7,7 @@ APT_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config tboot osslsi
 	qemu-system-x86 ovmf mtools dosfstools busybox-static cpio gzip xz-utils hyperfine openssl \
 	python3-venv postgresql zsh
 
-.PHONY: setup apt venv demo test test-fast bench lint fuzz artifacts docs clean
+.PHONY: setup apt venv demo test test-fast bench bench-server lint fuzz artifacts docs clean
 
 setup: $(APT_STAMP) $(VENV_STAMP)
 
@@ -48,6 +48,11 @@ bench: setup artifacts
 	@# Byte-compiled modules, as an installed package has them (some shells disable the cache).
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q tboot_py
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m tboot_py._bench
+
+# Attestations/s through the real service (SQLite; PostgreSQL with one and two processes).
+bench-server: setup
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q tboot_py
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m tboot_py.server._bench
 
 # Man pages and shell completion, regenerated from the argument parser (a test checks they match).
 docs: setup

@@ -185,8 +185,67 @@ def _demo(work: Path, art: object, initrd: Path, tpm: object) -> int:
         con.print(remote.stderr, markup=False)
         con.print("[bold red]demo failed:[/] the remote verifier did not confirm the allowed launch")
         return 1
+    if _attestation_service(work, tpm, key, signed, art, initrd) != 0:
+        return 1
     con.print(Panel("[bold green]demo passed[/]: the measured launch booted Xen and its dom0, "
-                    "the tampered initrd was refused, and a remote verifier confirmed the launch from its evidence."))
+                    "the tampered initrd was refused, and a remote verifier confirmed the launch from its evidence; "
+                    "the attestation service enrolled the TPM, passed it, failed it after a change, and its EAR "
+                    "verified offline."))
+    return 0
+
+
+def _attestation_service(work: Path, tpm: object, key: Path, signed: Path, art: object, initrd: Path) -> int:
+    """8. The attestation service on SQLite: the demo's swtpm enrolled through the agent
+    (EK chain, ActivateCredential), one passing attestation, one failing after a change,
+    and the EAR checked offline against the service's published key."""
+    import httpx
+
+    from tboot_py._artifacts import Artifacts
+    from tboot_py.server._harness import start_server
+    from tboot_py.tpm.swtpm import Swtpm
+
+    assert isinstance(art, Artifacts) and isinstance(tpm, Swtpm)
+    step("8. Attestation service: enroll the swtpm through the agent, attest, verify the EAR offline")
+    # The host reboots (PCRs start over; the tampered launch of step 5 is in the old boot).
+    tpm.stop()
+    tpm.start()
+    log = work / "service-boot.log"
+    tboot_py("extend", "--tpm", tpm.tcti, "--log", str(log), "--hypervisor", str(art.xen_elf), "--kernel",
+             str(art.vmlinuz), "--initrd", str(initrd), "--cmdline", CMDLINE, "--hypervisor-cmdline", XEN_CMDLINE)
+    srv = start_server(work / "service", "--ek-roots", str(work / "localca"), "--trust-key", f"{key}.pub")
+    try:
+        con.print(f"tboot-py serve: {srv.url} (SQLite in {work / 'service'}), admin token in "
+                  f"{work / 'service' / 'admin-token'}")
+        admin = ["--server", srv.url, "--admin-token-file", str(work / "service" / "admin-token")]
+        tboot_py("fleet", "policy", "set", "host", "demo-host", str(signed), *admin)
+        agent = ["agent", "--server", srv.url, "--tpm", tpm.tcti, "--state", str(work / "agent"), "--name",
+                 "demo-host", "--ak-handle", "0x81010003", "--event-log", f"tboot-py={log}", "--once", "--json"]
+        good = tboot_py(*agent, check=False)
+        passed = json.loads(good.stdout) if good.stdout.strip() else {}
+        con.print(f"agent --once: exit {good.returncode}, EAR status [bold]{passed.get('status')}[/]")
+        # A change on the host: another initrd is measured into the same boot.
+        bad_initrd = work / "service-other-initrd.gz"
+        bad_initrd.write_bytes(initrd.read_bytes() + b"\0")
+        tboot_py("extend", "--tpm", tpm.tcti, "--log", str(log), "--initrd", str(bad_initrd))
+        bad = tboot_py(*agent, check=False)
+        failed = json.loads(bad.stdout) if bad.stdout.strip() else {}
+        con.print(f"agent --once after the change: exit {bad.returncode}, EAR status [bold]{failed.get('status')}[/]: "
+                  f"{failed.get('reason')}")
+        con.print(tboot_py("fleet", "host", "demo-host", *admin).stdout, markup=False)
+        jwks = work / "service-jwks.json"
+        jwks.write_text(httpx.get(srv.url + "/.well-known/jwks.json", timeout=30).text)
+        ear = work / "service-ear.jwt"
+        ear.write_text(str(passed.get("ear", "")))
+        offline = tboot_py("ear", "verify", f"@{ear}", "--key", str(jwks), "--host", "demo-host", check=False)
+        con.print(offline.stdout, markup=False)
+    finally:
+        srv.stop()
+    if good.returncode != 0 or bad.returncode != 1 or offline.returncode != 0 or \
+            failed.get("status") != "contraindicated":
+        con.print(good.stderr, bad.stderr, offline.stderr, markup=False)
+        con.print("[bold red]demo failed:[/] the attestation service did not pass, then fail, the host as expected")
+        return 1
+    con.print("[bold green]attested[/]: passing, then failing after the change; the EAR verified offline.")
     return 0
 
 

@@ -201,8 +201,9 @@ def _host(args: argparse.Namespace) -> int:
         emit_json(out)
         return EXIT_OK
     c = console()
-    c.print(f"{out['name']}: {out['state']} (group {out['group'] or '-'}, every {out['interval_s']:g}s), "
-            f"AK {out['ak_name'] or '-'}")
+    # Plain print: the AK name is a digest and must not be broken across lines.
+    print(f"{out['name']}: {out['state']} (group {out['group'] or '-'}, every {out['interval_s']:g}s), "
+          f"AK {out['ak_name'] or '-'}", flush=True)
     t = Table(title="Attestations")
     for col in ("id", "time (UTC)", "kind", "status", "reason"):
         t.add_column(col, overflow="fold")

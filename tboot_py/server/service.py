@@ -152,6 +152,7 @@ class Service:
 
             self._trust_keys = [load_public_key(p) for p in config.policy_trust_keys]
         self._key = self._signing_key()
+        self._policies: dict[tuple[int, str], Any] = {}
 
     # ------------------------------------------------------------------ keys
 
@@ -365,12 +366,20 @@ class Service:
         return row
 
     def _load_policy(self, row: Any) -> Any:
+        """The policy of a stored version, checked and parsed once per process (rows never change)."""
         from tboot_py.policy import loads_policy
 
         if row is None:
             return None
-        return loads_policy(bytes(row.body), self._trust_keys, source=f"policy {row.scope}/{row.target} "
-                            f"v{row.version}")
+        key = (row.id, row.digest)
+        pol = self._policies.get(key)
+        if pol is None:
+            pol = loads_policy(bytes(row.body), self._trust_keys, source=f"policy {row.scope}/{row.target} "
+                               f"v{row.version}")
+            if len(self._policies) > 1000:
+                self._policies.clear()
+            self._policies[key] = pol
+        return pol
 
     def attest(self, host: Host, nonce: str, evidence_json: bytes) -> AttestOutcome:
         from tboot_py.errors import ParseError

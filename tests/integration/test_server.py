@@ -11,19 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tboot_py.server._harness import Postgres, Server, start_server
 from tests.conftest import run_cli
-from tests.integration.server_harness import (
-    Artifacts,
-    HostTPM,
-    Postgres,
-    Server,
-    hosts,
-    json_out,
-    make_artifacts,
-    ok,
-    pg,
-    start_server,
-)
+from tests.integration.server_harness import Artifacts, HostTPM, hosts, json_out, make_artifacts, ok, pg
 
 __all__ = ["pg"]  # a fixture
 

@@ -21,17 +21,9 @@ from cryptography.x509.oid import NameOID
 from tboot_py.agent.agent import Agent, AgentConfig
 from tboot_py.attest import keys
 from tboot_py.attest.quote import collect_evidence
+from tboot_py.server._harness import Postgres, Server, start_server
 from tboot_py.tpm.evidence import EventLogBlob
-from tests.integration.server_harness import (
-    Artifacts,
-    HostTPM,
-    Postgres,
-    Server,
-    hosts,
-    make_artifacts,
-    pg,
-    start_server,
-)
+from tests.integration.server_harness import Artifacts, HostTPM, hosts, make_artifacts, pg
 
 __all__ = ["pg"]  # a fixture
 

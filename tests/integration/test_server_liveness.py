@@ -18,15 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tboot_py.server._harness import Postgres, start_server
 from tboot_py.tpm.swtpm import free_port
-from tests.integration.server_harness import (
-    Artifacts,
-    Postgres,
-    hosts,
-    make_artifacts,
-    pg,
-    start_server,
-)
+from tests.integration.server_harness import Artifacts, hosts, make_artifacts, pg
 
 __all__ = ["pg"]  # a fixture
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tboot_py.server._harness import start_server
 from tests.conftest import run_cli
-from tests.integration.server_harness import start_server
 
 pytestmark = pytest.mark.integration
 
