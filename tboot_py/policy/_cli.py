@@ -24,6 +24,7 @@ def register(sub: Any) -> None:
                         "nonfatal: audit only, allow")
     s.add_argument("--name", default=None)
     s.add_argument("--force", action="store_true", help="overwrite an existing file")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.set_defaults(func=_init)
 
     s = ps.add_parser("add", help="measure a file and add it as an allowed reference value (like tb_polgen --add)")
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
     s.add_argument("--version", dest="value_version", default=None, metavar="V")
     s.add_argument("--expires", default=None, metavar="DATE", help="YYYY-MM-DD; the value stops matching after it")
     s.add_argument("--banks", default=None, metavar="LIST", help="comma-separated (default: sha1,sha256,sha384)")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.set_defaults(func=_add)
 
     s = ps.add_parser("show", help="print a policy")
@@ -71,12 +73,14 @@ def register(sub: Any) -> None:
     s = ps.add_parser("keygen", help="generate a policy signing key (KEY and KEY.pub, PEM)")
     s.add_argument("--type", choices=("ed25519", "ecdsa-p256"), default="ed25519")
     s.add_argument("-o", "--output", type=Path, required=True, metavar="KEY")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.set_defaults(func=_keygen)
 
     s = ps.add_parser("sign", help="sign a policy (DSSE envelope)")
     s.add_argument("policy", type=Path, metavar="POLICY")
     s.add_argument("--key", action="append", type=Path, required=True, metavar="KEY")
     s.add_argument("-o", "--output", type=Path, required=True, metavar="SIGNED")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.set_defaults(func=_sign)
 
     s = ps.add_parser("verify", help="check a signed policy against trusted keys (exit 1 if it does not verify)")
@@ -91,6 +95,7 @@ def register(sub: Any) -> None:
     s.add_argument("--allow-permissive", action="store_true",
                    help="import a VLP that verifies nothing (nonfatal type, no entries, or only any-hash entries); "
                         "the policy is then named UNSAFE and carries warnings")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.set_defaults(func=_import_vlp)
 
     s = ps.add_parser("export-vlp", help="write a tboot Verified Launch policy file that tb_polgen reads")
@@ -98,10 +103,21 @@ def register(sub: Any) -> None:
     s.add_argument("-o", "--output", type=Path, required=True, metavar="VLP")
     s.add_argument("--alg", default=None, choices=("sha1", "sha256", "sha384", "sha512"),
                    help="hash algorithm of the VLP (default: the policy's)")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.set_defaults(func=_export_vlp)
 
 
 # ---------------------------------------------------------------- handlers
+
+def _done(args: argparse.Namespace, text: str, doc: dict[str, Any]) -> None:
+    """What a writing command did: one line for people, or ``doc`` with --json."""
+    if args.json:
+        from tboot_py._output import emit_json
+
+        emit_json(doc)
+    else:
+        print(text)
+
 
 def _init(args: argparse.Namespace) -> int:
     from tboot_py.errors import InputError
@@ -112,7 +128,8 @@ def _init(args: argparse.Namespace) -> int:
         raise InputError(f"{args.policy} exists (use --force to overwrite)")
     pol = Policy(rules=(), mode=Mode(args.mode), name=args.name)
     write_atomic(args.policy, dumps_policy(pol, format_for(args.policy)).encode())
-    print(f"wrote {args.policy} (mode {args.mode}); add rules with 'tboot-py policy add'")
+    _done(args, f"wrote {args.policy} (mode {args.mode}); add rules with 'tboot-py policy add'",
+          {"wrote": str(args.policy), "mode": args.mode})
     return EXIT_OK
 
 
@@ -155,7 +172,12 @@ def _add(args: argparse.Namespace) -> int:
         rules.append(ReferenceRule(component=comp, values=(value,), id=f"reference-{comp.value}"))
     save_policy(dataclasses.replace(pol, rules=tuple(rules)), args.policy)
     digest = ", ".join(f"{b}:{d.hex()[:16]}…" for b, d in value.digests) or repr(value.cmdline)
-    say(f"added {comp.value} {value.label!r} ({value.kind.value}) {digest} to {args.policy}")
+    if args.json:
+        _done(args, "", {"policy": str(args.policy), "component": comp.value, "label": value.label,
+                         "kind": value.kind.value, "digests": {b: d.hex() for b, d in value.digests},
+                         "cmdline": value.cmdline})
+    else:
+        say(f"added {comp.value} {value.label!r} ({value.kind.value}) {digest} to {args.policy}")
     return EXIT_OK
 
 
@@ -328,7 +350,9 @@ def _keygen(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output} exists; refusing to overwrite a key")
     key = generate_key(args.type)
     pub = write_keypair(key, args.output)
-    print(f"wrote {args.output} and {pub} ({args.type}, keyid {keyid(key.public_key())})")
+    kid = keyid(key.public_key())
+    _done(args, f"wrote {args.output} and {pub} ({args.type}, keyid {kid})",
+          {"wrote": [str(args.output), str(pub)], "type": args.type, "keyid": kid})
     return EXIT_OK
 
 
@@ -339,7 +363,8 @@ def _sign(args: argparse.Namespace) -> int:
     pol = load_policy(args.policy)
     env = sign_policy(pol, [load_private_key(k) for k in args.key])
     write_atomic(args.output, env.to_json().encode())
-    print(f"wrote {args.output}: signed by {', '.join(s.keyid[:16] for s in env.signatures)}")
+    _done(args, f"wrote {args.output}: signed by {', '.join(s.keyid[:16] for s in env.signatures)}",
+          {"wrote": str(args.output), "signed_by": [s.keyid for s in env.signatures]})
     return EXIT_OK
 
 
@@ -369,7 +394,8 @@ def _import_vlp(args: argparse.Namespace) -> int:
     vlp = parse_vlp(data, source=str(args.vlp))
     policy = vlp_to_policy(vlp, name=f"imported from {args.vlp.name}", allow_permissive=args.allow_permissive)
     save_policy(policy, args.output)
-    print(f"wrote {args.output}: {len(vlp.entries)} tboot policy entr{'y' if len(vlp.entries) == 1 else 'ies'}")
+    _done(args, f"wrote {args.output}: {len(vlp.entries)} tboot policy entr{'y' if len(vlp.entries) == 1 else 'ies'}",
+          {"wrote": str(args.output), "entries": len(vlp.entries), "warnings": list(policy.warnings)})
     for w in policy.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return EXIT_OK
@@ -381,5 +407,6 @@ def _export_vlp(args: argparse.Namespace) -> int:
 
     vlp = policy_to_vlp(load_policy(args.policy), bank=args.alg)
     write_atomic(args.output, serialize_vlp(vlp))
-    print(f"wrote {args.output}: {len(vlp.entries)} entr{'y' if len(vlp.entries) == 1 else 'ies'}, {vlp.bank}")
+    _done(args, f"wrote {args.output}: {len(vlp.entries)} entr{'y' if len(vlp.entries) == 1 else 'ies'}, {vlp.bank}",
+          {"wrote": str(args.output), "entries": len(vlp.entries), "bank": vlp.bank})
     return EXIT_OK

@@ -211,3 +211,29 @@ def test_commands_import_only_what_they_use(tmp_path: Path) -> None:
         mods = _loaded(argv)
         assert not (mods & HEAVY) - allowed, (argv, (mods & HEAVY) - allowed)
         assert not any(m.startswith(("tboot_py.server", "tboot_py.launch", "tboot_py.policy")) for m in mods), argv
+
+
+# Commands whose output is something else (a report, a script, a server, another program's).
+NO_JSON = {("hook", "xl-create"), ("hook", "libvirt-qemu"), ("audit", "report"), ("serve",), ("completion",)}
+
+
+def test_json_everywhere() -> None:
+    leaves = [c for c in CMDS if c.path and not c.subcommands() and c.path not in NO_JSON]
+    missing = [c.name for c in leaves if "--json" not in {o for a in c.options() for o in a.option_strings}]
+    assert not missing, f"no --json: {missing}"
+
+
+def test_policy_writers_report_in_json(tmp_path: Path) -> None:
+    pol, key = tmp_path / "p.toml", tmp_path / "k"
+    doc = json.loads(run_cli("policy", "init", str(pol), "--json").out)
+    assert doc == {"wrote": str(pol), "mode": "halt"}
+    f = tmp_path / "vmlinuz"
+    f.write_bytes(b"abc")
+    doc = json.loads(run_cli("policy", "add", str(pol), "--component", "kernel", "--file", str(f), "--json").out)
+    assert doc["digests"]["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    doc = json.loads(run_cli("policy", "keygen", "-o", str(key), "--json").out)
+    assert doc["wrote"] == [str(key), str(key) + ".pub"] and len(doc["keyid"]) == 64
+    doc = json.loads(run_cli("policy", "sign", str(pol), "--key", str(key), "-o", str(tmp_path / "s.json"),
+                             "--json").out)
+    assert doc == {"wrote": str(tmp_path / "s.json"), "signed_by": [json.loads(
+        (tmp_path / "s.json").read_text())["signatures"][0]["keyid"]]}
