@@ -163,41 +163,9 @@ def _event_json(e: Any) -> dict[str, Any]:
 
 
 def _summary(e: Any) -> str:
-    from tboot_py.eventlog import decode as d
-    from tboot_py.eventlog import efi
+    from tboot_py.eventlog.decode import summary
 
-    v = e.decode()
-    if isinstance(v, d.TextData):
-        return v.text
-    if isinstance(v, d.EfiVariableEvent):
-        extra = ""
-        if v.enabled is not None:
-            extra = f" = {'on' if v.enabled else 'off'}"
-        elif v.signatures is not None:
-            extra = f" ({len(v.signatures)} entries)"
-        elif v.authority is not None and v.authority.cert is not None:
-            extra = f" {v.authority.cert.subject}"
-        elif v.load_option is not None:
-            extra = f" {v.load_option.description}: {v.load_option.device_path}"
-        elif v.boot_order is not None:
-            extra = " " + ",".join(f"{x:04X}" for x in v.boot_order)
-        return f"{v.name}{extra}"
-    if isinstance(v, efi.ImageLoadData):
-        return v.device_path or f"image at 0x{v.location:x}"
-    if isinstance(v, d.TbootPyEventData):
-        return f"tboot-py {v.component} ({v.kind}) {v.file or ''}".rstrip()
-    if isinstance(v, d.SeparatorData):
-        return f"{v.value:08x}"
-    if isinstance(v, d.StartupLocalityData):
-        return f"StartupLocality {v.locality}"
-    if isinstance(v, d.SpecIdData):
-        return "Spec ID Event03: " + ", ".join(v.spec_id.bank_names)
-    if isinstance(v, efi.FirmwareBlob):
-        return f"{v.description + ' ' if v.description else ''}0x{v.base:x} +0x{v.length:x}"
-    if isinstance(v, d.TaggedEventData):
-        return f"tag 0x{v.tag:08x} {v.text or ''}".rstrip()
-    data: bytes = e.data
-    return data[:24].hex() + ("…" if len(data) > 24 else "")
+    return summary(e)
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -350,3 +350,39 @@ def decode_event(ev: Event) -> EventData:
         return fn(ev)
     except Exception as e:  # a decoder bug must not break a parse
         return RawData(ev.data, f"decoder failed: {type(e).__name__}")
+
+
+def summary(e: Event) -> str:
+    """A one-line description of an event's data, for display (untrusted unless a digest binds it)."""
+    v = e.decode()
+    if isinstance(v, TextData):
+        return v.text
+    if isinstance(v, EfiVariableEvent):
+        extra = ""
+        if v.enabled is not None:
+            extra = f" = {'on' if v.enabled else 'off'}"
+        elif v.signatures is not None:
+            extra = f" ({len(v.signatures)} entries)"
+        elif v.authority is not None and v.authority.cert is not None:
+            extra = f" {v.authority.cert.subject}"
+        elif v.load_option is not None:
+            extra = f" {v.load_option.description}: {v.load_option.device_path}"
+        elif v.boot_order is not None:
+            extra = " " + ",".join(f"{x:04X}" for x in v.boot_order)
+        return f"{v.name}{extra}"
+    if isinstance(v, efi.ImageLoadData):
+        return v.device_path or f"image at 0x{v.location:x}"
+    if isinstance(v, TbootPyEventData):
+        return f"tboot-py {v.component} ({v.kind}) {v.file or ''}".rstrip()
+    if isinstance(v, SeparatorData):
+        return f"{v.value:08x}"
+    if isinstance(v, StartupLocalityData):
+        return f"StartupLocality {v.locality}"
+    if isinstance(v, SpecIdData):
+        return "Spec ID Event03: " + ", ".join(v.spec_id.bank_names)
+    if isinstance(v, efi.FirmwareBlob):
+        return f"{v.description + ' ' if v.description else ''}0x{v.base:x} +0x{v.length:x}"
+    if isinstance(v, TaggedEventData):
+        return f"tag 0x{v.tag:08x} {v.text or ''}".rstrip()
+    data: bytes = e.data
+    return data[:24].hex() + ("…" if len(data) > 24 else "")

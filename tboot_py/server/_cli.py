@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
     s.add_argument("--nonce-ttl", type=float, default=60.0, metavar="S", help="nonce lifetime (default 60 s)")
     s.add_argument("--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES",
                    help="request body cap (default 4 MiB)")
+    s.add_argument("--audit-log", action="append", default=[], type=Path, metavar="FILE",
+                   help="a launch audit log the dashboard's audit trail page shows (repeatable)")
     s.set_defaults(func=_serve)
 
     f = sub.add_parser("fleet", help="administer the attestation service: hosts, approvals, policies")
@@ -126,7 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = Config(ek_roots=args.ek_roots, require_approval=args.require_approval,
                  policy_trust_keys=tuple(args.trust_key), nonce_ttl=args.nonce_ttl, default_interval=args.interval)
     opts = ServeOptions(state=args.state, db=args.db, listen=args.listen, admin_token_file=args.admin_token_file,
-                        tls_cert=args.tls_cert, tls_key=args.tls_key, max_body=args.max_body, config=cfg)
+                        tls_cert=args.tls_cert, tls_key=args.tls_key, max_body=args.max_body, config=cfg,
+                        audit_logs=tuple(args.audit_log))
     tls = check_tls(opts, host)
     if args.ek_roots is not None and not args.ek_roots.exists():
         raise InputError(f"{args.ek_roots}: no such directory")

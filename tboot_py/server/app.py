@@ -10,8 +10,9 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
@@ -164,9 +165,10 @@ Admin = Depends(_admin)
 
 
 def create_app(service: Service, admin_token: str, max_body: int = DEFAULT_MAX_BODY,
-               scheduler: bool = True, tick: float = 1.0) -> FastAPI:
+               scheduler: bool = True, tick: float = 1.0, audit_logs: Sequence[FilePath] = ()) -> FastAPI:
     """The FastAPI application. ``scheduler`` runs the liveness sweep and webhook deliveries
-    in a background thread of this process (every process does; row leases split the work)."""
+    in a background thread of this process (every process does; row leases split the work).
+    ``audit_logs``: launch audit logs the dashboard's audit trail page shows."""
     from tboot_py.server.scheduler import Scheduler
 
     sched = Scheduler(service, tick) if scheduler else None
@@ -297,6 +299,9 @@ def create_app(service: Service, admin_token: str, max_body: int = DEFAULT_MAX_B
     def deliveries() -> dict[str, Any]:
         return {"deliveries": service.list_deliveries()}
 
+    from tboot_py.server import web
+
+    web.register(app, service, admin_token, audit_logs)
     app.state.service = service
     app.state.admin_token = admin_token
     return app

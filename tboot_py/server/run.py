@@ -24,6 +24,8 @@ class ServeOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_body: int = 4 * 1024 * 1024
+    #: Launch audit logs shown on the dashboard's audit trail page.
+    audit_logs: tuple[Path, ...] = ()
     config: Config = field(default_factory=Config)
 
     @property
@@ -96,4 +98,4 @@ def build(opts: ServeOptions) -> tuple[object, str, bool]:
     token, created = admin_token(opts.token_path)
     engine = make_engine(opts.db_url)
     migrate(engine)
-    return create_app(Service(engine, opts.config), token, opts.max_body), token, created
+    return create_app(Service(engine, opts.config), token, opts.max_body, audit_logs=opts.audit_logs), token, created
