@@ -1,8 +1,9 @@
 """Database engines: SQLite (WAL, one writer at a time) by default, PostgreSQL for fleets.
 
-SQLite: every transaction starts with ``BEGIN IMMEDIATE``, so a read-modify-write (a nonce
-consumed, a lease taken) holds the single writer lock from its first read; that is SQLite's
-equivalent of PostgreSQL's row locks. PostgreSQL: work is claimed with
+SQLite: every transaction that may write starts with ``BEGIN IMMEDIATE``, so a
+read-modify-write (a nonce consumed, a lease taken) holds the single writer lock from its
+first read; that is SQLite's equivalent of PostgreSQL's row locks. Read-only connections
+(``tboot_readonly``) start a deferred transaction and read a WAL snapshot. PostgreSQL: work is claimed with
 ``SELECT ... FOR UPDATE SKIP LOCKED``. Migrations (Alembic, shipped in the package) run at
 start-up under a lock, so several processes may start together.
 """
@@ -55,7 +56,8 @@ def make_engine(url: str, pool_size: int = 8) -> sa.Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            readonly = conn.get_execution_options().get("tboot_readonly", False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True)

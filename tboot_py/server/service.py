@@ -168,7 +168,7 @@ class Service:
                                         serialization.NoEncryption())
                 c.execute(signing_keys.insert().values(kid=ears.key_id(key.public_key()), private_pem=pem,
                                                        created_at=_now()))
-        with self.engine.connect() as c:
+        with self._read() as c:
             pem = c.execute(sa.select(signing_keys.c.private_pem).order_by(signing_keys.c.created_at,
                                                                            signing_keys.c.kid).limit(1)).scalar_one()
         k = serialization.load_pem_private_key(pem, None)
@@ -176,7 +176,7 @@ class Service:
         return k
 
     def jwks(self) -> dict[str, Any]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             pems = c.execute(sa.select(signing_keys.c.private_pem)).scalars().all()
         keys = []
         for pem in pems:
@@ -192,14 +192,14 @@ class Service:
         return Host(row.id, row.name, row.state, row.ak_public, row.ek_public, row.host_group, row.interval_s)
 
     def host_for_token(self, token: str) -> Host:
-        with self.engine.connect() as c:
+        with self._read() as c:
             row = c.execute(sa.select(hosts).where(hosts.c.token_hash == _sha256(token.encode()))).first()
         if row is None:
             raise ServiceError(401, "bad_token", "unknown or revoked agent token")
         return self._host(row)
 
     def host_by_name(self, name: str) -> Host:
-        with self.engine.connect() as c:
+        with self._read() as c:
             row = c.execute(sa.select(hosts).where(hosts.c.name == name)).first()
         if row is None:
             raise ServiceError(404, "no_such_host", f"no host named {name!r}")
@@ -275,9 +275,9 @@ class Service:
                 raise ServiceError(403, "enrollment_expired", "the enrollment challenge expired; enroll again")
             host = c.execute(self._for_update(sa.select(hosts).where(hosts.c.name == e.host_name))).first()
             same_keys = host is not None and host.ak_public == e.ak_public and host.ek_public == e.ek_public
+            first_keys = host is None or host.ak_public is None  # new, or still awaiting its first approval
             needs_approval = e.status != "approved" and (
-                (host is None and (self.config.require_approval or not e.chain_ok))
-                or (host is not None and host.ak_public is not None and not same_keys))
+                (first_keys and (self.config.require_approval or not e.chain_ok)) or (not first_keys and not same_keys))
             if needs_approval:
                 c.execute(enrollments.update().where(enrollments.c.id == e.id).values(status="awaiting_approval"))
                 if host is None:
@@ -299,7 +299,8 @@ class Service:
             else:
                 c.execute(hosts.update().where(hosts.c.id == host.id).values(**vals))
                 if not same_keys or host.state == "pending":
-                    self._set_state(c, host.id, host.state, "enrolled", "re-enrolled with new keys", now)
+                    self._set_state(c, host.id, host.state, "enrolled", "enrolled after approval" if first_keys
+                                    else "re-enrolled with new keys", now)
             c.execute(enrollments.update().where(enrollments.c.id == e.id).values(status="issued"))
         return EnrollOutcome("enrolled", e.host_name, token)
 
@@ -319,13 +320,17 @@ class Service:
         return str(e.id)
 
     def pending_enrollments(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             rows = c.execute(sa.select(enrollments).where(enrollments.c.status == "awaiting_approval")
                              .order_by(enrollments.c.created_at)).all()
         return [{"id": r.id, "host": r.host_name, "ak_name": r.ak_name, "ek_chain": json.loads(r.ek_chain),
                  "chain_ok": r.chain_ok, "created_at": r.created_at} for r in rows]
 
     # ------------------------------------------------------------------ attestation
+
+    def _read(self) -> Any:
+        """A connection for reads only (on SQLite a deferred transaction, not the writer lock)."""
+        return self.engine.connect().execution_options(tboot_readonly=True)
 
     def _for_update(self, q: Any) -> Any:
         return q if is_sqlite(self.engine) else q.with_for_update()
@@ -394,7 +399,7 @@ class Service:
             evidence = parse_evidence(evidence_json, source="evidence")
         except ParseError as e:
             raise ServiceError(400, "bad_evidence", e.diagnostics()) from e
-        with self.engine.connect() as c:
+        with self._read() as c:
             prow = self.policy_for(c, host)
         return self._appraise_and_store(host, evidence, evidence_json.decode(), nonce, prow, "attest")
 
@@ -462,7 +467,7 @@ class Service:
                 continue
         else:
             raise ServiceError(409, "policy_conflict", "concurrent policy uploads; retry")
-        with self.engine.connect() as c:
+        with self._read() as c:
             q = sa.select(hosts.c.name).where(hosts.c.ak_public.is_not(None))
             q = q.where(hosts.c.name == target) if scope == "host" else q.where(hosts.c.host_group == target)
             names = c.execute(q).scalars().all()
@@ -475,7 +480,7 @@ class Service:
         from tboot_py.tpm.evidence import parse_evidence
 
         host = self.host_by_name(name)
-        with self.engine.connect() as c:
+        with self._read() as c:
             last = c.execute(sa.select(results.c.evidence, results.c.nonce)
                              .where(results.c.host_id == host.id, results.c.kind == "attest")
                              .order_by(results.c.id.desc()).limit(1)).first()
@@ -486,7 +491,7 @@ class Service:
                                         "reappraise")
 
     def list_policies(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             rows = c.execute(sa.select(policies.c.id, policies.c.scope, policies.c.target, policies.c.version,
                                        policies.c.digest, policies.c.signed_by, policies.c.created_at)
                              .order_by(policies.c.scope, policies.c.target, policies.c.version)).all()
@@ -494,7 +499,7 @@ class Service:
                  "signed_by": json.loads(r.signed_by), "created_at": r.created_at} for r in rows]
 
     def get_policy(self, scope: str, target: str, version: int | None) -> bytes:
-        with self.engine.connect() as c:
+        with self._read() as c:
             q = sa.select(policies.c.body).where(policies.c.scope == scope, policies.c.target == target)
             q = q.where(policies.c.version == version) if version else q.order_by(policies.c.version.desc()).limit(1)
             body = c.execute(q).scalar()
@@ -522,7 +527,7 @@ class Service:
         return self.host_by_name(name)
 
     def list_hosts(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             rows = c.execute(sa.select(hosts).order_by(hosts.c.name)).all()
             out = []
             for r in rows:
@@ -540,7 +545,7 @@ class Service:
 
     def host_detail(self, name: str, limit: int = 50) -> dict[str, Any]:
         host = self.host_by_name(name)
-        with self.engine.connect() as c:
+        with self._read() as c:
             r = c.execute(sa.select(hosts).where(hosts.c.id == host.id)).one()
             out = self._host_json(r, self.policy_for(c, host))
             res = c.execute(sa.select(results.c.id, results.c.created_at, results.c.kind, results.c.allowed,
@@ -555,7 +560,7 @@ class Service:
         return out
 
     def result(self, result_id: int) -> dict[str, Any]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             r = c.execute(sa.select(results, hosts.c.name).join(hosts, hosts.c.id == results.c.host_id)
                           .where(results.c.id == result_id)).first()
         if r is None:
@@ -568,7 +573,7 @@ class Service:
 
     def latest_ear(self, name: str) -> dict[str, Any]:
         host = self.host_by_name(name)
-        with self.engine.connect() as c:
+        with self._read() as c:
             r = c.execute(sa.select(results.c.id, results.c.ear, results.c.status, results.c.created_at)
                           .where(results.c.host_id == host.id, results.c.kind == "attest")
                           .order_by(results.c.id.desc()).limit(1)).first()
@@ -604,7 +609,7 @@ class Service:
             return _insert_id(c, webhooks_t.insert().values(url=url, secret=secret, created_at=_now()))
 
     def list_deliveries(self, limit: int = 200) -> list[dict[str, Any]]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             rows = c.execute(sa.select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)).all()
         return [{k: v for k, v in r._mapping.items() if k not in ("lease_owner", "lease_until")} for r in rows]
 
@@ -627,7 +632,7 @@ class Service:
     def deliver(self, delivery_id: int, post: Any) -> bool:
         """Send one leased delivery with ``post(url, body, headers) -> HTTP status``; retry
         with exponential backoff on failure, up to WEBHOOK_MAX_ATTEMPTS."""
-        with self.engine.connect() as c:
+        with self._read() as c:
             r = c.execute(sa.select(deliveries, webhooks_t.c.url, webhooks_t.c.secret, events.c.at,
                                     events.c.old_state, events.c.new_state, events.c.detail, hosts.c.name)
                           .join(webhooks_t, webhooks_t.c.id == deliveries.c.webhook_id)
@@ -662,7 +667,7 @@ class Service:
         return error is None
 
     def state_counts(self) -> dict[str, int]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             rows = c.execute(sa.select(hosts.c.state, sa.func.count()).group_by(hosts.c.state)).all()
         return {str(s): int(n) for s, n in rows}
 
