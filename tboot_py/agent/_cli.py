@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
     a.add_argument("--name", help="host name to enroll as (default: this host's name)")
     a.add_argument("--event-log", action="append", default=[], metavar="NAME=PATH",
                    help="event log to send (repeatable); default: the firmware log and the IMA list when present")
-    a.add_argument("--interval", type=float, metavar="S", help="attestation interval (default: the server's)")
+    a.add_argument("--interval", type=float, metavar="S",
+                   help="attestation interval (default: the server's); SIGUSR1 attests at once")
     a.add_argument("--once", action="store_true",
                    help="enroll if needed, attest once, print the EAR; exit 0 when the host passes, 1 when not")
     a.add_argument("--ak-handle", default="0x81010002", metavar="HANDLE", help="persistent AK handle")
@@ -36,7 +37,7 @@ def _agent(args: argparse.Namespace) -> int:
     import sys
 
     from tboot_py._args import parse_handle
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.agent.agent import Agent, AgentConfig, Attestation, default_logs
 
     logs = []
@@ -57,19 +58,22 @@ def _agent(args: argparse.Namespace) -> int:
                 emit_json({"allowed": a.allowed, "status": a.status, "reason": a.reason, "result_id": a.result_id,
                            "ear": a.ear})
             else:
-                console(stderr=True).print(f"{cfg.name}: {a.status}: {a.reason}")
+                say(f"{cfg.name}: {a.status}: {a.reason}", stderr=True)
                 print(a.ear)
             return EXIT_OK if a.allowed else EXIT_DENIED
-        err = console(stderr=True)
-
         def ok(a: Attestation) -> None:
-            err.print(f"{cfg.name}: {a.status}: {a.reason} (result {a.result_id})")
+            say(f"{cfg.name}: {a.status}: {a.reason} (result {a.result_id})", stderr=True)
             sys.stderr.flush()
 
         def bad(e: Exception) -> None:
-            err.print(f"{cfg.name}: {e}")
+            say(f"{cfg.name}: {e}", stderr=True)
 
-        agent.run(args.interval, ok, bad)
+        import signal
+        import threading
+
+        wake = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda *_: wake.set())  # attest now, on demand
+        agent.run(args.interval, ok, bad, wake=wake)
         return EXIT_OK
     finally:
         agent.close()

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import socket
-import time
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,9 +175,12 @@ class Agent:
                            int(r["result_id"]), float(n["interval_s"]))
 
     def run(self, interval: float | None, on_result: Callable[[Attestation], None],
-            on_error: Callable[[Exception], None], stop: Callable[[], bool] = lambda: False) -> None:
+            on_error: Callable[[Exception], None], stop: Callable[[], bool] = lambda: False,
+            wake: threading.Event | None = None) -> None:
         """Attest forever: every interval (the server's unless given), with exponential
-        backoff (1 s doubling to 60 s) while the server is away or refuses."""
+        backoff (1 s doubling to 60 s) while the server is away or refuses. Setting ``wake``
+        (SIGUSR1 in ``tboot-py agent``) attests at once: attestation on demand."""
+        wake = wake or threading.Event()
         backoff = 1.0
         while not stop():
             try:
@@ -195,4 +198,5 @@ class Agent:
                     self._save()
                 wait = min(backoff, 60.0)
                 backoff *= 2
-            time.sleep(wait)
+            wake.wait(wait)
+            wake.clear()

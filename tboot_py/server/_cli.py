@@ -118,7 +118,7 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tboot_py._output import console
+    from tboot_py._output import say
     from tboot_py.server.run import ServeOptions, build, check_tls, parse_listen
     from tboot_py.server.service import Config
 
@@ -134,14 +134,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.ek_roots is not None and not args.ek_roots.exists():
         raise InputError(f"{args.ek_roots}: no such directory")
     app, _token, created = build(opts)
-    c = console(stderr=True)
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if ":" in host else host
-    c.print(f"tboot-py serve: listening on {scheme}://{shown}:{port}")
-    c.print(f"admin token: {opts.token_path}" + (" (generated)" if created else ""))
-    c.print(f"database: {opts.db_url.split('@')[-1] if opts.db else opts.db_url}")
+    say(f"tboot-py serve: listening on {scheme}://{shown}:{port}", stderr=True)
+    say(f"admin token: {opts.token_path}" + (" (generated)" if created else ""), stderr=True)
+    say(f"database: {opts.db_url.split('@')[-1] if opts.db else opts.db_url}", stderr=True)
     if args.ek_roots is None:
-        c.print("note: no --ek-roots: every enrollment waits for an administrator's approval")
+        say("note: no --ek-roots: every enrollment waits for an administrator's approval", stderr=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,  # type: ignore[arg-type]
                 ssl_certfile=str(args.tls_cert) if tls else None, ssl_keyfile=str(args.tls_key) if tls else None)
     return EXIT_OK
@@ -175,60 +174,47 @@ def _when(t: float | None) -> str:
 
 
 def _hosts(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import Column, emit_json, print_table
 
     out = _call(args, "GET", "/v1/hosts")
     if args.json:
         emit_json(out)
         return EXIT_OK
-    t = Table(title="Hosts " + " ".join(f"{k}={v}" for k, v in sorted(out["counts"].items())))
-    for col in ("host", "state", "group", "last attestation (UTC)", "interval", "policy"):
-        t.add_column(col, no_wrap=True)
+    rows = []
     for h in out["hosts"]:
         pol = h["policy"]
-        t.add_row(h["name"], h["state"], h["group"] or "-", _when(h["last_attested_at"]), f"{h['interval_s']:g}s",
-                  "-" if pol is None else f"{pol['scope']}/{pol['target']} v{pol['version']}")
-    console().print(t)
+        rows.append((h["name"], h["state"], h["group"] or "-", _when(h["last_attested_at"]), f"{h['interval_s']:g}s",
+                     "-" if pol is None else f"{pol['scope']}/{pol['target']} v{pol['version']}"))
+    print_table("Hosts " + " ".join(f"{k}={v}" for k, v in sorted(out["counts"].items())),
+                [Column("host"), Column("state"), Column("group"), Column("last attestation (UTC)", digest=True),
+                 Column("interval", right=True), Column("policy")], rows)
     return EXIT_OK
 
 
 def _host(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import Column, emit_json, print_table, say
 
     out = _call(args, "GET", f"/v1/hosts/{args.name}?limit={args.limit}")
     if args.json:
         emit_json(out)
         return EXIT_OK
-    c = console()
-    # Plain print: the AK name is a digest and must not be broken across lines.
-    print(f"{out['name']}: {out['state']} (group {out['group'] or '-'}, every {out['interval_s']:g}s), "
-          f"AK {out['ak_name'] or '-'}", flush=True)
-    t = Table(title="Attestations")
-    for col in ("id", "time (UTC)", "kind", "status", "reason"):
-        t.add_column(col, overflow="fold")
-    for r in out["results"]:
-        t.add_row(str(r["id"]), _when(r["created_at"]), r["kind"], r["status"], r["reason"])
-    c.print(t)
-    t = Table(title="State changes")
-    for col in ("time (UTC)", "from", "to", "detail"):
-        t.add_column(col, overflow="fold")
-    for e in out["events"]:
-        t.add_row(_when(e["at"]), e["old_state"] or "-", e["new_state"], e["detail"])
-    c.print(t)
+    say(f"{out['name']}: {out['state']} (group {out['group'] or '-'}, every {out['interval_s']:g}s), "
+        f"AK {out['ak_name'] or '-'}")
+    print_table("Attestations", [Column("id", right=True), Column("time (UTC)", digest=True), Column("kind"),
+                                 Column("status"), Column("reason")],
+                [(str(r["id"]), _when(r["created_at"]), r["kind"], r["status"], r["reason"]) for r in out["results"]])
+    print_table("State changes", [Column("time (UTC)", digest=True), Column("from"), Column("to"), Column("detail")],
+                [(_when(e["at"]), e["old_state"] or "-", e["new_state"], e["detail"]) for e in out["events"]])
     return EXIT_OK
 
 
 def _simple(args: argparse.Namespace, out: Any, text: str) -> int:
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
 
     if args.json:
         emit_json(out)
     else:
-        console().print(text)
+        say(text)
     return EXIT_OK
 
 
@@ -297,7 +283,7 @@ def _ear_verify(args: argparse.Namespace) -> int:
     import sys
 
     from tboot_py._args import parse_hex
-    from tboot_py._output import console, emit_json
+    from tboot_py._output import emit_json, say
     from tboot_py.server.ear import EARError, load_verification_keys, verify_ear
 
     token = args.token
@@ -316,13 +302,13 @@ def _ear_verify(args: argparse.Namespace) -> int:
         if args.json:
             emit_json({"verified": False, "reason": e.diagnostics()})
         else:
-            console().print(f"EAR NOT verified: {e.diagnostics()}")
+            say(f"EAR NOT verified: {e.diagnostics()}")
         return EXIT_DENIED
     if args.json:
         emit_json({"verified": True, "status": ear.status, "host": ear.host, "nonce": ear.nonce,
                    "iat": ear.issued_at, "policy": ear.policy_id, "pcr_digest": ear.pcr_digest,
                    "claims": dict(ear.claims)})
     else:
-        console().print(f"EAR verified: host {ear.host}, status {ear.status}, issued {_when(ear.issued_at)} UTC, "
+        say(f"EAR verified: host {ear.host}, status {ear.status}, issued {_when(ear.issued_at)} UTC, "
                         f"policy {ear.policy_id or '-'}, PCR digest {ear.pcr_digest or '-'}")
     return EXIT_OK if ear.affirming else EXIT_DENIED

@@ -170,3 +170,27 @@ def test_kill_one_of_two_servers_under_load(tmp_path: Path, ca_dir: Path, art: A
     stale = [e for e in details[hs[3].name]["events"] if e["new_state"] == "stale"]
     assert stale and stale[0]["server_id"] == b_id
 
+
+
+def test_agent_attests_on_demand_and_backs_off_while_the_server_is_away(tmp_path: Path, ca_dir: Path,
+                                                                        art: Artifacts) -> None:
+    import signal
+
+    with hosts(tmp_path, ca_dir, 1, art) as (h,):
+        srv = start_server(tmp_path / "server", "--ek-roots", str(ca_dir))
+        log = tmp_path / "agent.log"
+        with log.open("w") as f:
+            p = subprocess.Popen(h.agent_argv([srv.url], "--interval", "600"), stdout=f, stderr=f, text=True)
+        try:
+            _wait(lambda: len(AGENT_RESULT.findall(log.read_text())) == 1, 60, "the first attestation")
+            p.send_signal(signal.SIGUSR1)  # on demand: no waiting for the 600 s interval
+            _wait(lambda: len(AGENT_RESULT.findall(log.read_text())) == 2, 30, "the attestation on demand")
+            srv.stop()
+            p.send_signal(signal.SIGUSR1)
+            _wait(lambda: "no server answered" in log.read_text() or "ConnectError" in log.read_text(), 30,
+                  "the agent to notice the server is away")
+            assert p.poll() is None  # it keeps trying (with backoff) instead of dying
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+            srv.stop()
