@@ -37,6 +37,12 @@ class HashAlg:
     def available(self) -> bool:
         return _hashlib_has(self.hashlib_name)
 
+    @property
+    def ctor(self) -> Any:
+        """``ctor(data)`` -> a hashlib object: the named constructor where hashlib has one
+        (faster than ``hashlib.new``), else ``hashlib.new`` (sm3)."""
+        return _ctor(self.hashlib_name)
+
 
 SHA1 = HashAlg("sha1", 0x0004, 20, "sha1")
 SHA256 = HashAlg("sha256", 0x000B, 32, "sha256")
@@ -54,6 +60,14 @@ _BY_ID = {a.alg_id: a for a in ALL}
 
 #: The banks tboot-py measures into by default (matches swtpm-config's default).
 DEFAULT_BANKS: tuple[HashAlg, ...] = (SHA1, SHA256, SHA384)
+
+
+@cache
+def _ctor(name: str) -> Any:
+    named = getattr(hashlib, name, None)
+    if named is not None:
+        return named
+    return lambda data=b"": hashlib.new(name, data)
 
 
 @cache

@@ -28,7 +28,7 @@ def _setup(tmp: Path, alg: str) -> tuple[bytes, AKPublic, bytes, Path, str]:
     from tboot_py.attest.quote import collect_evidence
     from tboot_py.eventlog import NewEvent, encode_log
     from tboot_py.tpm import wire as st
-    from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.esapi import EsapiTPM
     from tboot_py.tpm.evidence import EventLogBlob
     from tboot_py.tpm.swtpm import Swtpm, free_port
     from tboot_py.verify.quote import TrustedAK

@@ -34,7 +34,7 @@ from tboot_py.tpm import wire as st
 
 if TYPE_CHECKING:
     from tboot_py.attest.keys import AK, EK
-    from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.esapi import EsapiTPM
 
 _CRYPTO_HASH: dict[int, type[hashes.HashAlgorithm]] = {
     algorithms.SHA1.alg_id: hashes.SHA1, algorithms.SHA256.alg_id: hashes.SHA256,
@@ -116,7 +116,7 @@ def make_credential(ek: st.Public, ak_name: bytes, credential: bytes) -> tuple[b
 def activate(tpm: EsapiTPM, ak: AK, ek_kind: str, id_object: bytes, encrypted_secret: bytes) -> bytes:
     """TPM2_ActivateCredential with the persistent AK and the EK derived from its template."""
     from tboot_py.attest.keys import ek_kind as kind_of
-    from tboot_py.tpm import _attest_ops as ops
+    from tboot_py.tpm import keyops as ops
 
     k = kind_of(ek_kind)
     if not k.activatable:

@@ -24,12 +24,12 @@ from tboot_py.tpm import wire as st
 from tboot_py.tpm.ek import EK_KINDS, EKKind
 
 if TYPE_CHECKING:
-    from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.esapi import EsapiTPM
 
 def open_esapi(spec: str) -> EsapiTPM:
     """Open a real TPM (device or swtpm); key operations need ESAPI, not the fake TPM."""
     from tboot_py.tpm import open_tpm
-    from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.esapi import EsapiTPM
 
     tpm = open_tpm(spec)
     if not isinstance(tpm, EsapiTPM):
@@ -56,7 +56,7 @@ class EK:
 
 def read_ek_certificate(tpm: EsapiTPM, kind: str = "rsa") -> bytes | None:
     """The EK certificate (DER, padding stripped) from its NV index; None when absent."""
-    from tboot_py.tpm import _attest_ops as ops
+    from tboot_py.tpm import keyops as ops
     from tboot_py.verify.ekcert import strip_der_padding
 
     raw = ops.nv_read_all(tpm, ek_kind(kind).nv_index)
@@ -68,7 +68,7 @@ def create_ek(tpm: EsapiTPM, kind: str = "rsa") -> EK:
 
     Raises TPMError when a certificate is provisioned but its key is not the template's key.
     """
-    from tboot_py.tpm import _attest_ops as ops
+    from tboot_py.tpm import keyops as ops
     from tboot_py.verify.ekcert import public_matches_certificate
 
     k = ek_kind(kind)
@@ -174,7 +174,7 @@ def load_or_create_ak(tpm: EsapiTPM, state: Path | None = None, alg: str | None 
     another TPM, as it must). A handle holding a different key is an error, never
     overwritten.
     """
-    from tboot_py.tpm import _attest_ops as ops
+    from tboot_py.tpm import keyops as ops
 
     rec = _load_state(state) if state is not None else None
     if alg is None:

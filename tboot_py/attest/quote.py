@@ -12,7 +12,7 @@ from tboot_py.tpm import wire as st
 from tboot_py.tpm.evidence import EventLogBlob, Evidence, pcr_digest
 
 if TYPE_CHECKING:
-    from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.esapi import EsapiTPM
 
 #: TPM2B_DATA is limited to the size of the largest digest (Part 2, 10.4.3).
 MAX_NONCE = 64
@@ -20,7 +20,7 @@ MAX_NONCE = 64
 
 def quote(tpm: EsapiTPM, ak: AK, selection: st.PCRSelection, nonce: bytes) -> tuple[bytes, bytes]:
     """Quote ``selection`` with the AK; returns (TPMS_ATTEST, TPMT_SIGNATURE) bytes."""
-    from tboot_py.tpm import _attest_ops as ops
+    from tboot_py.tpm import keyops as ops
 
     if len(nonce) > MAX_NONCE:
         raise InputError(f"nonce is {len(nonce)} bytes; at most {MAX_NONCE}")

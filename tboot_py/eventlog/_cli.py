@@ -148,6 +148,7 @@ def jsonable(obj: Any) -> Any:
 
 
 def _event_json(e: Any) -> dict[str, Any]:
+    from tboot_py.eventlog import decode as d
     from tboot_py.eventlog.model import bank_name
 
     return {
@@ -158,7 +159,7 @@ def _event_json(e: Any) -> dict[str, Any]:
         "type_name": e.event_type_name,
         "digests": {bank_name(a): d.hex() for a, d in e.digests},
         "data": e.data.hex(),
-        "decoded": jsonable(e.decode()),
+        "decoded": jsonable(d.decode_event(e)),
     }
 
 

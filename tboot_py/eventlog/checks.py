@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tboot_py import algorithms
@@ -65,6 +66,65 @@ def _accepted_preimages(e: Event) -> list[bytes] | None:
         with contextlib.suppress(ParseError):
             forms.append(variable_data(d).data)
     return forms
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What an event's digests are the hash of: ``data``, bytes derived from the event data
+    in one standard ``form``: "whole" (the data itself), "text" (without trailing NULs),
+    "grub" (after a grub prefix) or "variable-value" (a UEFI_VARIABLE_DATA's value only)."""
+
+    data: bytes
+    form: str
+
+    @property
+    def whole(self) -> bool:
+        return self.form == "whole"
+
+
+def _forms(d: bytes) -> list[tuple[bytes, str]]:
+    """Standard preimages a digest may cover, derived from event data (never from its type,
+    which no digest binds): the string without its NULs (grub, systemd-boot UTF-16 command
+    lines), the string after a grub prefix, and the value of a UEFI_VARIABLE_DATA (PFP 10.4.4,
+    EV_EFI_VARIABLE_BOOT)."""
+    forms: list[tuple[bytes, str]] = []
+    text = d.rstrip(b"\x00")
+    if text != d:
+        forms.append((text, "text"))
+        if d.endswith(b"\x00\x00"):
+            forms.append((d[:-2], "text"))
+    for p in _GRUB_PREFIXES:
+        if text.startswith(p):  # newer grub hashes the string without its NUL, older with it
+            forms += [(text[len(p):], "grub"), (d[len(p):], "grub")]
+            break
+    if len(d) >= 32:  # UEFI_VARIABLE_DATA: GUID, two UINT64 lengths, name
+        from tboot_py.errors import ParseError
+        from tboot_py.eventlog.efi import variable_data
+
+        with contextlib.suppress(ParseError):
+            forms.append((variable_data(d).data, "variable-value"))
+    return forms
+
+
+def binding(data: bytes, digests: Iterable[tuple[int, bytes]]) -> Binding | None:
+    """The bytes that every digest (in a bank this OpenSSL computes) is the hash of, or None
+    when no standard form of ``data`` hashes to all of them, or no bank can be computed.
+    A replay that matches a quote proves data only through such a binding."""
+    pairs: list[tuple[algorithms.HashAlg, bytes]] = []
+    for alg_id, d in digests:
+        alg = algorithms.by_id(alg_id)
+        if alg is None or not alg.available:
+            return None  # a bank nobody can recompute binds nothing
+        pairs.append((alg, d))
+    if not pairs:
+        return None
+    first_alg, first_d = pairs[0]
+    if first_alg.digest(data) == first_d:
+        return Binding(data, "whole") if all(a.digest(data) == d for a, d in pairs[1:]) else None
+    for f, form in _forms(data):
+        if all(a.digest(f) == d for a, d in pairs):
+            return Binding(f, form)
+    return None
 
 
 def check_event(e: Event) -> DigestCheck:

@@ -63,7 +63,14 @@ class SpecIdData:
 @dataclass(frozen=True, slots=True)
 class TbootPyEventData:
     """A measurement logged by tboot-py's measured-domain builder: EV_IPL whose data is a
-    UTF-8 JSON object ``{"tboot-py": 1, "component": ..., "kind": ..., "file": ..., ...}``."""
+    UTF-8 JSON object ``{"tboot-py": 2, "component": ..., "kind": ..., "file": ...,
+    "digests": {bank: hex}, ...}``.
+
+    Version 2 records are extended as the hash of this data (as IMA extends the hash of its
+    template), so a replay that matches a quote proves every field, the artifact's digests
+    included. Version 1 records were extended as the artifact's digest: their fields are
+    bound only where that digest can be recomputed from them (a command line).
+    """
 
     version: int
     component: str
@@ -72,6 +79,27 @@ class TbootPyEventData:
     cmdline: str | None
     #: Every member of the JSON object, as sorted ``(key, JSON-encoded value)`` pairs.
     fields: tuple[tuple[str, str], ...]
+    #: Version 2: the artifact's digests ``(bank, digest)`` as measured.
+    artifact_digests: tuple[tuple[str, bytes], ...] = ()
+
+
+#: The version of the records the builder writes.
+TBOOT_PY_RECORD_VERSION = 2
+
+
+def encode_tboot_py(component: str, kind: str, file: str | None, cmdline: str | None,
+                    artifact_digests: tuple[tuple[str, bytes], ...]) -> bytes:
+    """A version 2 record: canonical JSON (sorted keys, no spaces) of what was measured."""
+    obj: dict[str, object] = {"tboot-py": TBOOT_PY_RECORD_VERSION, "component": component, "kind": kind,
+                              "file": file, "digests": {b: d.hex() for b, d in artifact_digests}}
+    if cmdline is not None:
+        obj["cmdline"] = cmdline
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode()
+
+
+def looks_like_tboot_py(data: bytes) -> bool:
+    """Whether event data claims to be a tboot-py record (decodable or not)."""
+    return b'"tboot-py"' in data
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +187,18 @@ def decode_tboot_py(data: bytes) -> TbootPyEventData | None:
         return None
     file = obj.get("file")
     cmdline = obj.get("cmdline")
+    digests: list[tuple[str, bytes]] = []
+    if version >= 2:
+        raw = obj.get("digests")
+        if not isinstance(raw, dict) or not raw:
+            return None
+        for bank, hexv in raw.items():
+            if not isinstance(hexv, str):
+                return None
+            try:
+                digests.append((str(bank), bytes.fromhex(hexv)))
+            except ValueError:
+                return None
     fields = tuple(sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in obj.items()))
     return TbootPyEventData(
         version,
@@ -167,6 +207,7 @@ def decode_tboot_py(data: bytes) -> TbootPyEventData | None:
         file if isinstance(file, str) else None,
         cmdline if isinstance(cmdline, str) else None,
         fields,
+        tuple(digests),
     )
 
 
@@ -354,7 +395,7 @@ def decode_event(ev: Event) -> EventData:
 
 def summary(e: Event) -> str:
     """A one-line description of an event's data, for display (untrusted unless a digest binds it)."""
-    v = e.decode()
+    v = decode_event(e)
     if isinstance(v, TextData):
         return v.text
     if isinstance(v, EfiVariableEvent):

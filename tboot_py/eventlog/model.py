@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import UnknownAlgorithmError
-
-if TYPE_CHECKING:
-    from tboot_py.eventlog.decode import EventData
 
 # Event types, TCG PC Client Platform Firmware Profile (PFP) 1.05, 10.4.1 Table 9.
 EV_PREBOOT_CERT = 0x00000000
@@ -209,12 +205,6 @@ class Event:
         """Whether a replay extends this record: not EV_NO_ACTION (PFP 10.4.5) and not PCR
         index 0xFFFFFFFF (log-only records)."""
         return self.event_type != EV_NO_ACTION and self.pcr != PCR_INDEX_NONE
-
-    def decode(self) -> EventData:
-        """The event data interpreted by type (never fails; unknown data comes back raw)."""
-        from tboot_py.eventlog.decode import decode_event
-
-        return decode_event(self)
 
 
 @dataclass(frozen=True, slots=True)

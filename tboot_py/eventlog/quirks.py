@@ -8,19 +8,20 @@ names every quirk applied, so a verdict can list them (DESIGN.md, "One event-log
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tboot_py import algorithms
+from tboot_py.algorithms import HashAlg
 from tboot_py.errors import UnknownAlgorithmError
 from tboot_py.eventlog.model import EV_EFI_ACTION, Event, EventLog, bank_name
-from tboot_py.eventlog.replay import DRTM_PCRS, initial_value, startup_locality
+from tboot_py.eventlog.replay import DRTM_PCRS, BankReplay, StartState, fold, replay_bank_logs
 
 EXIT_BOOT_SERVICES = (b"Exit Boot Services Invocation", b"Exit Boot Services Returned with Success")
 
-#: A quirk variant: (log, pcr, hash name, events extending pcr) -> (initial value, digests) or None.
-Variant = Callable[[EventLog, int, str, list[tuple[Event, bytes]]], tuple[bytes, list[bytes]] | None]
+#: A quirk variant: (logs, start state, pcr, bank, digests extended) -> (initial value,
+#: digests) to fold instead, or None when the quirk cannot apply.
+Variant = Callable[[Sequence[EventLog], StartState, int, HashAlg, list[bytes]], tuple[bytes, list[bytes]] | None]
 
 
 @dataclass(frozen=True)
@@ -31,50 +32,41 @@ class Quirk:
     variant: Variant
 
 
-def _digests(evs: list[tuple[Event, bytes]]) -> list[bytes]:
-    return [d for _, d in evs]
-
-
-def _size(hname: str) -> int:
-    return hashlib.new(hname).digest_size
-
-
-def _missing_ebs(log: EventLog, pcr: int, hname: str,
-                 evs: list[tuple[Event, bytes]]) -> tuple[bytes, list[bytes]] | None:
+def _missing_ebs(logs: Sequence[EventLog], start: StartState, pcr: int, alg: HashAlg,
+                 digests: list[bytes]) -> tuple[bytes, list[bytes]] | None:
     # PFP 10.4.4: firmware measures the two ExitBootServices EV_EFI_ACTION strings into PCR 5;
     # some firmware extends them without logging them.
-    logged = {e.data for e in log.events if e.event_type == EV_EFI_ACTION and e.pcr == 5}
+    logged = {e.data for log in logs for e in log.events if e.event_type == EV_EFI_ACTION and e.pcr == 5}
     missing = [s for s in EXIT_BOOT_SERVICES if s not in logged]
     if not missing:
         return None
-    extra = [hashlib.new(hname, s).digest() for s in missing]
-    return initial_value(log, pcr, _size(hname)), _digests(evs) + extra
+    return start.initial(pcr, alg.size), digests + [alg.digest(s) for s in missing]
 
 
-def _locality3_unlogged(log: EventLog, pcr: int, hname: str,
-                        evs: list[tuple[Event, bytes]]) -> tuple[bytes, list[bytes]] | None:
+def _locality3_unlogged(logs: Sequence[EventLog], start: StartState, pcr: int, alg: HashAlg,
+                        digests: list[bytes]) -> tuple[bytes, list[bytes]] | None:
     # PFP 10.4.5.3: a TPM2_Startup at locality 3 sets PCR 0 to ...03; some firmware omits the
     # StartupLocality event that says so.
-    if startup_locality(log) is not None:
+    if start.locality is not None:
         return None
-    return b"\x00" * (_size(hname) - 1) + b"\x03", _digests(evs)
+    return b"\x00" * (alg.size - 1) + b"\x03", digests
 
 
-def _locality_not_applied(log: EventLog, pcr: int, hname: str,
-                          evs: list[tuple[Event, bytes]]) -> tuple[bytes, list[bytes]] | None:
+def _locality_not_applied(logs: Sequence[EventLog], start: StartState, pcr: int, alg: HashAlg,
+                          digests: list[bytes]) -> tuple[bytes, list[bytes]] | None:
     # The log claims a StartupLocality but the TPM was started at locality 0.
-    if not startup_locality(log):
+    if not start.locality:
         return None
-    return b"\x00" * _size(hname), _digests(evs)
+    return b"\x00" * alg.size, digests
 
 
-def _drtm_reset_unlogged(log: EventLog, pcr: int, hname: str,
-                         evs: list[tuple[Event, bytes]]) -> tuple[bytes, list[bytes]] | None:
+def _drtm_reset_unlogged(logs: Sequence[EventLog], start: StartState, pcr: int, alg: HashAlg,
+                         digests: list[bytes]) -> tuple[bytes, list[bytes]] | None:
     # A dynamic launch resets PCRs 17-22 to zero (PC Client PTP 4.6.2) even when the log holds
     # no TXT event that tells a replay so.
-    if log.is_drtm:
+    if start.drtm:
         return None
-    return b"\x00" * _size(hname), _digests(evs)
+    return b"\x00" * alg.size, digests
 
 
 REGISTRY: dict[str, Quirk] = {q.name: q for q in (
@@ -135,11 +127,33 @@ class ReplayReport:
         return out
 
 
-def _fold(hname: str, init: bytes, digests: Iterable[bytes]) -> bytes:
-    v = init
-    for d in digests:
-        v = hashlib.new(hname, v + d).digest()
-    return v
+def match_pcr(logs: Sequence[EventLog], r: BankReplay, pcr: int, want: bytes | None,
+              allowed: Sequence[Quirk]) -> tuple[bytes | None, str | None]:
+    """The value of ``pcr`` in replay ``r`` and the quirk that made it equal ``want``. A quirk
+    is tried only when the plain replay differs from ``want``, and applied only if its
+    variant gives exactly ``want``."""
+    value = r.value(pcr)
+    if value is None or want is None or value == want:
+        return value, None
+    digests = [x.digest for x in r.extends.get(pcr, ())]
+    for q in allowed:
+        if pcr not in q.pcrs:
+            continue
+        alt = q.variant(logs, r.start, pcr, r.alg, digests)
+        if alt is not None and fold(r.alg, *alt) == want:
+            return want, q.name
+    return value, None
+
+
+def quirks_allowed(quirks: Iterable[str] | None) -> list[Quirk]:
+    """The registered quirks named (all of them for None); an unknown name is an InputError."""
+    from tboot_py.errors import InputError
+
+    names = list(REGISTRY if quirks is None else quirks)
+    unknown = [q for q in names if q not in REGISTRY]
+    if unknown:
+        raise InputError(f"unknown quirk(s) {', '.join(unknown)} (known: {', '.join(REGISTRY)})")
+    return [REGISTRY[q] for q in names]
 
 
 def replay_against(log: EventLog, expected: Mapping[str, Mapping[int, bytes]],
@@ -149,7 +163,7 @@ def replay_against(log: EventLog, expected: Mapping[str, Mapping[int, bytes]],
     ``quirks`` limits which registered quirks may be tried (default: all). A quirk is applied
     to a PCR only if the plain replay mismatches and the quirk's variant matches.
     """
-    allowed = [REGISTRY[q] for q in (REGISTRY if quirks is None else quirks)]
+    allowed = quirks_allowed(quirks)
     results: list[PCRMatch] = []
     applied: list[str] = []
     unexplained: list[tuple[str, int]] = []
@@ -163,42 +177,18 @@ def replay_against(log: EventLog, expected: Mapping[str, Mapping[int, bytes]],
         if alg.alg_id not in log.algorithms or not alg.available:
             not_compared.append(bank)
             continue
-        hname = alg.hashlib_name
-        per_pcr: dict[int, list[tuple[Event, bytes]]] = {}
-        incomplete: dict[int, list[Event]] = {}
-        for e in log.events:
-            if not e.extends:
-                continue
-            d = e.digest(alg.alg_id)
-            if d is None:
-                incomplete.setdefault(e.pcr, []).append(e)
-            else:
-                per_pcr.setdefault(e.pcr, []).append((e, d))
+        r = replay_bank_logs((log,), alg)
         want_regs = expected[bank]
-        for pcr in sorted(set(per_pcr) | set(incomplete)):
-            evs = per_pcr.get(pcr, [])
-            all_events = tuple(sorted([e for e, _ in evs] + incomplete.get(pcr, []), key=lambda e: e.seq))
+        for pcr in sorted(r.extends):
+            evs = tuple(sorted([x.event for x in r.extends[pcr]]
+                               + ([r.incomplete[pcr].event] if pcr in r.incomplete else []), key=lambda e: e.seq))
             want = want_regs.get(pcr)
-            if pcr in incomplete:
-                results.append(PCRMatch(bank, pcr, want, None, False, None, all_events))
-                continue
-            value = _fold(hname, initial_value(log, pcr, alg.size), _digests(evs))
-            quirk: str | None = None
-            if want is not None and value != want:
-                for q in allowed:
-                    if pcr not in q.pcrs:
-                        continue
-                    alt = q.variant(log, pcr, hname, evs)
-                    if alt is not None and _fold(hname, *alt) == want:
-                        value, quirk = want, q.name
-                        if q.name not in applied:
-                            applied.append(q.name)
-                        break
-            results.append(PCRMatch(bank, pcr, want, value, want is not None and value == want, quirk, all_events))
+            value, quirk = match_pcr((log,), r, pcr, want, allowed)
+            if quirk is not None and quirk not in applied:
+                applied.append(quirk)
+            results.append(PCRMatch(bank, pcr, want, value, want is not None and value == want, quirk, evs))
         for pcr, v in want_regs.items():
-            if pcr in per_pcr or pcr in incomplete:
-                continue
-            if v != initial_value(log, pcr, alg.size):
+            if pcr not in r.extends and v != r.start.initial(pcr, alg.size):
                 unexplained.append((bank, pcr))
     return ReplayReport(tuple(results), tuple(applied), tuple(unexplained), tuple(not_compared))
 
@@ -236,4 +226,5 @@ def load_pcr_values(obj: object) -> dict[str, dict[int, bytes]]:
     return out
 
 
-__all__ = ["REGISTRY", "PCRMatch", "Quirk", "ReplayReport", "bank_name", "load_pcr_values", "replay_against"]
+__all__ = ["REGISTRY", "PCRMatch", "Quirk", "ReplayReport", "bank_name", "load_pcr_values", "match_pcr",
+           "quirks_allowed", "replay_against"]

@@ -17,14 +17,13 @@ A replay proves nothing until a verified quote backs it (DESIGN.md).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError, VerificationError
-from tboot_py.eventlog.model import EV_NO_ACTION, PCR_INDEX_NONE, EventLog, bank_name
+from tboot_py.eventlog.model import EV_EFI_HCRTM_EVENT, EV_NO_ACTION, PCR_INDEX_NONE, Event, EventLog, bank_name
 
 STARTUP_LOCALITY_SIG = b"StartupLocality\x00"
 DRTM_PCRS = range(17, 23)
@@ -43,16 +42,121 @@ def startup_locality(log: EventLog) -> int | None:
     return None
 
 
-def initial_value(log: EventLog, pcr: int, size: int, *, locality: int | None = None,
-                  drtm: bool | None = None) -> bytes:
-    """The value PCR ``pcr`` holds before the first logged extend."""
-    if pcr == 0:
-        loc = startup_locality(log) if locality is None else locality
-        if loc:
-            return b"\x00" * (size - 1) + bytes([loc & 0xFF])
-    if pcr in DRTM_PCRS and not (log.is_drtm if drtm is None else drtm):
-        return b"\xff" * size
-    return b"\x00" * size
+def _hcrtm_first(events: Iterable[Event]) -> bool:
+    """Whether the first record extending PCR 0 is the H-CRTM measurement (PFP 10.4.5.3 and
+    TPM 2.0 Part 1, 34.3: _TPM_Hash_End resets PCR 0 to locality 4, 0...04, and extends the
+    H-CRTM digest into it)."""
+    for e in events:
+        if e.pcr == 0 and e.extends:
+            return e.event_type == EV_EFI_HCRTM_EVENT
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class StartState:
+    """What decides the values PCRs hold before the first logged extend."""
+
+    #: TPM2_Startup locality from a StartupLocality event, or 4 when the log opens with the
+    #: H-CRTM event and records no StartupLocality (PFP 10.4.5.3).
+    locality: int | None
+    #: Whether a dynamic launch is recorded (PCRs 17-22 then start at zero).
+    drtm: bool
+
+    @classmethod
+    def of(cls, logs: Sequence[EventLog]) -> StartState:
+        """For logs replayed as one sequence: the first log that says wins."""
+        loc: int | None = None
+        for log in logs:
+            loc = startup_locality(log)
+            if loc is not None:
+                break
+        if loc is None and logs and _hcrtm_first(e for log in logs for e in log.events):
+            loc = 4
+        return cls(loc, any(log.is_drtm for log in logs))
+
+    def initial(self, pcr: int, size: int) -> bytes:
+        if pcr == 0 and self.locality:
+            return b"\x00" * (size - 1) + bytes([self.locality & 0xFF])
+        if pcr in DRTM_PCRS and not self.drtm:
+            return b"\xff" * size
+        return b"\x00" * size
+
+
+def initial_value(log: EventLog, pcr: int, size: int) -> bytes:
+    """The value PCR ``pcr`` holds before the first logged extend of ``log``."""
+    return StartState.of((log,)).initial(pcr, size)
+
+
+def fold(alg: HashAlg, init: bytes, digests: Iterable[bytes]) -> bytes:
+    """TPM 2.0 Part 1, 17.2: PCR_new = H(PCR_old || digest), for each digest in order."""
+    ctor = alg.ctor
+    v = init
+    for d in digests:
+        h = ctor(v)
+        h.update(d)
+        v = h.digest()
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class Extend:
+    """One extend of one PCR in one bank: the record, the log it came from, its digest."""
+
+    log: int  # index of the log in the replayed sequence
+    event: Event
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BankReplay:
+    """The replay of one bank over a sequence of logs (THE replay: every caller uses it)."""
+
+    alg: HashAlg
+    start: StartState
+    #: PCR -> the extends, in order, across all logs.
+    extends: Mapping[int, tuple[Extend, ...]]
+    #: PCR -> the first record extending it that lacks this bank's digest (not reproducible).
+    incomplete: Mapping[int, Extend]
+
+    def value(self, pcr: int) -> bytes | None:
+        """The replayed value, or None when a record lacks this bank's digest."""
+        if pcr in self.incomplete:
+            return None
+        return fold(self.alg, self.start.initial(pcr, self.alg.size), (x.digest for x in self.extends.get(pcr, ())))
+
+    def values(self) -> dict[int, bytes]:
+        """Every reproducible PCR the logs extend."""
+        out: dict[int, bytes] = {}
+        for pcr in self.extends:
+            v = self.value(pcr)
+            if v is not None:
+                out[pcr] = v
+        return out
+
+
+def replay_bank_logs(logs: Sequence[EventLog], alg: HashAlg) -> BankReplay:
+    """Replay ``logs`` as one sequence in bank ``alg``: a later log continues the PCRs an
+    earlier one left, as the TPM saw them."""
+    extends: dict[int, list[Extend]] = {}
+    incomplete: dict[int, Extend] = {}
+    alg_id = alg.alg_id
+    for i, log in enumerate(logs):
+        pos = log.algorithms.index(alg_id) if alg_id in log.algorithms else -1
+        for e in log.events:
+            if e.event_type == EV_NO_ACTION or e.pcr == PCR_INDEX_NONE:
+                continue
+            dg = e.digests
+            d: bytes | None
+            if 0 <= pos < len(dg) and dg[pos][0] == alg_id:  # the common case: header order
+                d = dg[pos][1]
+            else:
+                d = next((dd for a, dd in dg if a == alg_id), None)
+            if d is None:
+                incomplete.setdefault(e.pcr, Extend(i, e, b""))
+                extends.setdefault(e.pcr, [])
+                continue
+            extends.setdefault(e.pcr, []).append(Extend(i, e, d))
+    return BankReplay(alg, StartState.of(logs), {p: tuple(x) for p, x in extends.items()}, incomplete)
 
 
 def resolve_banks(log: EventLog, banks: Iterable[str | int | HashAlg] | None) -> list[tuple[int, str, str]]:
@@ -82,46 +186,16 @@ def resolve_banks(log: EventLog, banks: Iterable[str | int | HashAlg] | None) ->
 
 
 def replay_bank(log: EventLog, alg_id: int, hashlib_name: str) -> tuple[dict[int, bytes], frozenset[int]]:
-    """Replay one bank: ``({pcr: value}, PCRs that cannot be reproduced)``.
+    """Replay one bank of one log: ``({pcr: value}, PCRs that cannot be reproduced)``.
 
     A PCR is unreproducible in a bank when a record extending it lacks that bank's digest
     (Windows logs some PCR 11-14 records in SHA-256 only); it is left out of the values.
     """
-    locality = startup_locality(log)
-    drtm = log.is_drtm
-    size = hashlib.new(hashlib_name).digest_size
-    regs: dict[int, bytes] = {}
-    missing: set[int] = set()
-    ctor = getattr(hashlib, hashlib_name, None)
-    if ctor is None:  # algorithms hashlib only reaches through new() (sm3)
-        def ctor(b: bytes) -> Any:
-            return hashlib.new(hashlib_name, b)
-    # Position of this bank in records that carry every bank in header order (the common case).
-    pos = log.algorithms.index(alg_id) if alg_id in log.algorithms else -1
-    for e in log.events:
-        if e.event_type == EV_NO_ACTION or e.pcr == PCR_INDEX_NONE:
-            continue
-        dg = e.digests
-        if 0 <= pos < len(dg) and dg[pos][0] == alg_id:
-            d: bytes | None = dg[pos][1]
-        else:
-            d = None
-            for a, dd in dg:
-                if a == alg_id:
-                    d = dd
-                    break
-        if d is None:
-            missing.add(e.pcr)
-            continue
-        old = regs.get(e.pcr)
-        if old is None:
-            old = initial_value(log, e.pcr, size, locality=locality, drtm=drtm)
-        h = ctor(old)
-        h.update(d)
-        regs[e.pcr] = h.digest()
-    for pcr in missing:
-        regs.pop(pcr, None)
-    return regs, frozenset(missing)
+    alg = algorithms.by_id(alg_id)
+    if alg is None:
+        raise InputError(f"unknown bank 0x{alg_id:04x}")
+    r = replay_bank_logs((log,), alg)
+    return r.values(), frozenset(r.incomplete)
 
 
 def replay(log: EventLog, banks: Iterable[str | int | HashAlg] | None = None) -> dict[str, dict[int, bytes]]:
@@ -146,5 +220,6 @@ def replay(log: EventLog, banks: Iterable[str | int | HashAlg] | None = None) ->
 
 
 __all__ = [
-    "IncompleteLogError", "bank_name", "initial_value", "replay", "replay_bank", "resolve_banks", "startup_locality",
+    "BankReplay", "Extend", "IncompleteLogError", "StartState", "bank_name", "fold", "initial_value", "replay",
+    "replay_bank", "replay_bank_logs", "resolve_banks", "startup_locality",
 ]

@@ -25,6 +25,7 @@ from tboot_py.eventlog.decode import (
     SeparatorData,
     TbootPyEventData,
     TextData,
+    decode_event,
 )
 from tboot_py.eventlog.model import Event, EventLog, bank_name
 
@@ -192,13 +193,13 @@ def boot_state(log: EventLog) -> BootState:
         et = e.event_type
         if et == m.EV_SEPARATOR and e.pcr not in seen_sep and e.extends:
             seen_sep[e.pcr] = []
-            sd = e.decode()
+            sd = decode_event(e)
             if e.pcr <= 7 and (not isinstance(sd, SeparatorData) or sd.is_error):
                 sep_errors.append(e.pcr)
             continue
         if et in (m.EV_EFI_VARIABLE_DRIVER_CONFIG, m.EV_EFI_VARIABLE_BOOT, m.EV_EFI_VARIABLE_BOOT2,
                   m.EV_EFI_VARIABLE_AUTHORITY):
-            d = e.decode()
+            d = decode_event(e)
             if not isinstance(d, EfiVariableEvent):
                 continue
             if et == m.EV_EFI_VARIABLE_AUTHORITY:
@@ -219,17 +220,17 @@ def boot_state(log: EventLog) -> BootState:
             else:
                 variables[d.name] = d.variable.data.hex()
         elif et in _IMAGE_TYPES:
-            d2 = e.decode()
+            d2 = decode_event(e)
             dp = d2.device_path if isinstance(d2, efi.ImageLoadData) else None
             length = d2.length if isinstance(d2, efi.ImageLoadData) else None
             images.append(LoadedImage(e.seq, e.pcr, e.event_type_name, _hexdigests(e), dp, length, tuple(pending)))
             pending = []
         elif et == m.EV_EFI_ACTION:
-            t = e.decode()
+            t = decode_event(e)
             if isinstance(t, TextData):
                 actions.append(t.text)
         elif et == m.EV_IPL:
-            d3 = e.decode()
+            d3 = decode_event(e)
             if isinstance(d3, TbootPyEventData):
                 tpy.append(TbootPyMeasurement(e.seq, e.pcr, d3.component, d3.kind, d3.file, d3.cmdline,
                                               _hexdigests(e)))

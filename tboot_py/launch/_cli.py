@@ -79,12 +79,14 @@ def artifacts_from_args(args: argparse.Namespace) -> list[Any]:
         raise InputError("--hypervisor-cmdline needs --hypervisor")
     if args.kernel is not None:
         out.append(Artifact("kernel", args.kernel, args.kernel.name, cmdline=args.cmdline if tboot else None))
+    elif args.cmdline is not None and tboot:
+        raise InputError("--cmdline with --pcr-map tboot is part of the kernel's module hash: give --kernel too")
     if args.initrd is not None:
         out.append(Artifact("initrd", args.initrd, args.initrd.name))
     if args.cmdline is not None and not tboot:
         out.append(Artifact("cmdline", None, "cmdline", cmdline=args.cmdline))
     if args.hypervisor_cmdline is not None and not tboot:
-        out.append(Artifact("cmdline", None, "hypervisor-cmdline", cmdline=args.hypervisor_cmdline))
+        out.append(Artifact("hypervisor-cmdline", None, "hypervisor-cmdline", cmdline=args.hypervisor_cmdline))
     if not out:
         raise InputError("nothing to measure: give --hypervisor, --kernel, --initrd or --cmdline")
     return out

@@ -1,9 +1,13 @@
 """The measured domain builder: measure artifacts, extend them into the TPM, log them.
 
-For each artifact the builder extends one measurement (every active bank) and appends one
-TCG_PCR_EVENT2 record (TCG PC Client PFP, 10.2.2) of type EV_IPL whose event data is a
-UTF-8 JSON object naming what was measured:
-``{"tboot-py": 1, "component": "kernel", "kind": "pe", "file": "vmlinuz", "cmdline": ...}``.
+For each artifact the builder appends one TCG_PCR_EVENT2 record (TCG PC Client PFP,
+10.2.2) of type EV_IPL whose event data is a UTF-8 JSON object naming what was measured,
+with the artifact's digests: ``{"tboot-py": 2, "component": "kernel", "kind": "pe",
+"file": "vmlinuz", "digests": {"sha256": ...}, "cmdline": ...}``, and extends the hash of
+that data into every active bank (as IMA extends its template hash). A replay that matches
+a quote then proves every field of the record: which component, how it was measured, its
+command line and its digests (version 1 records extended the artifact digest alone, and
+their fields were not bound).
 
 PCR mappings:
 
@@ -16,7 +20,6 @@ PCR mappings:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,14 +27,16 @@ from pathlib import Path
 
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError
+from tboot_py.eventlog.decode import encode_tboot_py
 from tboot_py.eventlog.model import EV_IPL  # PFP Table 9: tboot-py's measurement events
 from tboot_py.eventlog.write import NewEvent, append_events
 from tboot_py.measure import ArtifactKind, DigestSet, Measurement, measure
 from tboot_py.tpm import TPM, check_pcr_index
 
-COMPONENTS = ("hypervisor", "kernel", "initrd", "cmdline")
+COMPONENTS = ("hypervisor", "kernel", "initrd", "cmdline", "hypervisor-cmdline")
+CMDLINE_COMPONENTS = ("cmdline", "hypervisor-cmdline")
 DEFAULT_PCR = 9
-TBOOT_MAP = {"hypervisor": 18, "kernel": 19, "initrd": 19, "cmdline": 19}
+TBOOT_MAP = {"hypervisor": 18, "kernel": 19, "initrd": 19, "cmdline": 19, "hypervisor-cmdline": 18}
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class LoggedMeasurement:
     measurement: Measurement
     event_data: bytes
 
+    def record_digests(self, banks: Sequence[HashAlg]) -> dict[str, bytes]:
+        """What is extended: the hash of the record in every bank."""
+        return {b.name: b.digest(self.event_data) for b in banks}
+
 
 def pcr_for(component: str, mapping: str, pcr: int | None) -> int:
     if mapping == "tboot":
@@ -63,10 +72,9 @@ def pcr_for(component: str, mapping: str, pcr: int | None) -> int:
 
 
 def event_data(component: str, m: Measurement) -> bytes:
-    obj: dict[str, object] = {"tboot-py": 1, "component": component, "kind": m.kind.value, "file": m.name}
-    if m.cmdline is not None:
-        obj["cmdline"] = m.cmdline
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    """The version 2 record of one measurement (tboot_py.eventlog.decode.encode_tboot_py)."""
+    return encode_tboot_py(component, m.kind.value, m.name, m.cmdline,
+                           tuple((b, d) for b, d in m.digests.as_dict().items()))
 
 
 #: ``track(name, size)`` -> a bytes-done callback or None (see tboot_py._output.hash_progress).
@@ -89,7 +97,7 @@ def measure_artifacts(
     for a in artifacts:
         if a.component not in COMPONENTS:
             raise InputError(f"unknown component {a.component!r}")
-        if a.component == "cmdline":
+        if a.component in CMDLINE_COMPONENTS:
             cmd = a.cmdline or ""
             out.append(Measurement(name=a.name, kind=ArtifactKind.FILE, size=len(cmd.encode()),
                                    digests=DigestSet.of_bytes(cmd.encode(), banks), cmdline=cmd))
@@ -127,10 +135,10 @@ def extend_and_log(
     measurements = measure_artifacts(artifacts, banks, mapping, track)
     logged: list[LoggedMeasurement] = []
     for a, m in zip(artifacts, measurements, strict=True):
-        index = pcr_for(a.component, mapping, pcr)
-        tpm.extend(index, m.digests.as_dict())
-        logged.append(LoggedMeasurement(a.component, index, m, event_data(a.component, m)))
-    append_events(log_path, [NewEvent(lm.pcr, EV_IPL, lm.measurement.digests.as_dict(), lm.event_data)
+        lm = LoggedMeasurement(a.component, pcr_for(a.component, mapping, pcr), m, event_data(a.component, m))
+        tpm.extend(lm.pcr, lm.record_digests(banks))
+        logged.append(lm)
+    append_events(log_path, [NewEvent(lm.pcr, EV_IPL, lm.record_digests(banks), lm.event_data)
                              for lm in logged], banks)
     return logged
 

@@ -102,6 +102,12 @@ def _artifacts(req: GateRequest, copies: Mapping[str, Any]) -> list[Any]:
     from tboot_py.launch.builder import Artifact
 
     tboot = req.pcr_map == "tboot"
+    # A command line belongs to its module: without the module it would be measured as a
+    # free-floating string, or (tboot mapping) nowhere, yet still handed to the launcher.
+    if req.cmdline is not None and "kernel" not in copies:
+        raise InputError("--cmdline is the kernel's command line: give --kernel too")
+    if req.hypervisor_cmdline is not None and "hypervisor" not in copies:
+        raise InputError("--hypervisor-cmdline is the hypervisor's command line: give --hypervisor too")
     out: list[Artifact] = []
     if "hypervisor" in copies:
         out.append(Artifact("hypervisor", copies["hypervisor"].fd, copies["hypervisor"].origin.name,
@@ -115,7 +121,7 @@ def _artifacts(req: GateRequest, copies: Mapping[str, Any]) -> list[Any]:
         if req.cmdline is not None:
             out.append(Artifact("cmdline", None, "cmdline", cmdline=req.cmdline))
         if req.hypervisor_cmdline is not None:
-            out.append(Artifact("cmdline", None, "hypervisor-cmdline", cmdline=req.hypervisor_cmdline))
+            out.append(Artifact("hypervisor-cmdline", None, "hypervisor-cmdline", cmdline=req.hypervisor_cmdline))
     return out
 
 
@@ -171,18 +177,16 @@ class _Trace:
     policy_sha256: str | None = None
 
 
-def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
-                      untrusted_fw: Any | None, trace: _Trace) -> Any:
-    """Quote every PCR the logs extend with a fresh nonce; verify the quote and the replay.
-    ``untrusted_fw`` is the firmware log, parsed once by the caller (the policy later reads
-    the same object, never the file again). Returns a VerifiedBoot (from
-    :func:`tboot_py.verify.verify_evidence`)."""
+def _quote_own_log(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
+                   untrusted_fw: Any | None, trace: _Trace) -> tuple[Any, bytes, Any]:
+    """Quote every PCR the logs extend with a fresh nonce: ``(evidence, nonce, trusted AK)``.
+    ``untrusted_fw`` is the firmware log, parsed once by the caller. The appraisal core
+    then verifies this evidence exactly as a remote verifier would."""
     from tboot_py.attest.keys import load_or_create_ak
     from tboot_py.attest.quote import collect_evidence
     from tboot_py.eventlog import parse_log
     from tboot_py.tpm.evidence import EventLogBlob
     from tboot_py.tpm.wire import PCRSelection
-    from tboot_py.verify.evidence import verify_evidence
     from tboot_py.verify.quote import TrustedAK
 
     banks = tpm.banks()
@@ -194,48 +198,12 @@ def _verify_own_quote(tpm: Any, req: GateRequest, log_path: Path, log_bytes: byt
     nonce = secrets.token_bytes(32)
     evidence = collect_evidence(tpm, ak, selection, nonce, event_logs=[EventLogBlob(str(log_path), combined)])
     trace.nonce = nonce.hex()
-    verified = verify_evidence(evidence, TrustedAK(ak.public, ak.qualified_name), nonce,
-                               expected_selection=selection)
     if req.evidence_out is not None:
         from tboot_py.policy.io import write_atomic
 
         write_atomic(req.evidence_out, evidence.dumps().encode())
         trace.evidence = req.evidence_out
-    return verified
-
-
-def verified_firmware_log(untrusted_fw: Any, verified: Any) -> Any:
-    """The firmware log reduced to the events a verified quote backs: those on PCRs that
-    the replay reproduced in every bank. Events on other PCRs (the OS extends PCR 10-15
-    without a log, so they are left out of the replay) prove nothing and are dropped
-    (DESIGN.md: parsed input is untrusted until checked against a verified quote)."""
-    import dataclasses
-
-    from tboot_py.verify.appraise import backed_pcrs
-
-    backed = backed_pcrs(verified)
-    return dataclasses.replace(untrusted_fw, events=tuple(e for e in untrusted_fw.events if e.pcr in backed))
-
-
-def _policy_inputs(measurements: Sequence[Any], components: Sequence[str], verified: Any,
-                   untrusted_fw: Any | None) -> Any:
-    from tboot_py.policy.inputs import Inputs, measured
-
-    ms = tuple(measured(m, component=c) for m, c in zip(measurements, components, strict=True))
-    boot = None
-    events = None
-    if untrusted_fw is not None:
-        # Boot-state and event rules read only the firmware events the quote vouches for,
-        # from the very log object that was replayed; PCR rules read the verified quote.
-        from tboot_py.policy.derive import boot_facts, firmware_events
-
-        fw = verified_firmware_log(untrusted_fw, verified)
-        events = firmware_events(fw)
-        boot = boot_facts(fw)
-    from tboot_py.verify.appraise import backed_pcrs
-
-    return Inputs(measurements=ms, pcrs=verified.pcrs.pcrs, boot=boot, events=events,
-                  event_pcrs=backed_pcrs(verified))
+    return evidence, nonce, TrustedAK(ak.public, ak.qualified_name)
 
 
 def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,
@@ -294,15 +262,18 @@ def run_gate(req: GateRequest) -> GateResult:
         if not req.dry_run and req.command:
             plan = launch_plan(req, list(copies.values()))
         artifacts = _artifacts(req, copies)
-        verified, logged, untrusted_fw = _measure_extend_verify(req, artifacts, trace)
+        evidence, nonce, ak, logged = _measure_extend_quote(req, artifacts, trace)
         measurements = [lm.measurement for lm in logged]
-        from tboot_py.policy.engine import evaluate
+        from tboot_py.appraise import Appraiser, TrustConfig
 
-        inputs = _policy_inputs(measurements, [lm.component for lm in logged], verified, untrusted_fw)
-        verdict = evaluate(policy, inputs, require_coverage=True)
+        # The one appraisal core decides, as for a remote verifier; the policy judges the
+        # records this launch wrote, which must be the last ones the quote verifies.
+        appraisal = Appraiser(TrustConfig(ak=ak, policy=policy)).appraise(
+            evidence, nonce, own_records=[lm.event_data for lm in logged])
+        verdict = appraisal.verdict
         reasons = tuple(r.message for r in verdict.failures) or ("policy satisfied",)
-        code = EXIT_OK if verdict.allowed else EXIT_DENIED
-        result = GateResult(verdict.allowed, code, reasons, verdict, tuple(measurements))
+        allowed = appraisal.allowed
+        result = GateResult(allowed, EXIT_OK if allowed else EXIT_DENIED, reasons, verdict, tuple(measurements))
     except Error as e:
         result = GateResult(False, e.exit_code, (e.diagnostics(),), verdict, tuple(measurements))
     except Exception as e:  # fail closed on anything unexpected
@@ -341,8 +312,8 @@ def check_private_dir(path: Path) -> None:
                          f"(mode {stat.S_IMODE(st.st_mode):o})")
 
 
-def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
-                           trace: _Trace) -> tuple[Any, list[Any], Any | None]:
+def _measure_extend_quote(req: GateRequest, artifacts: Sequence[Any],
+                          trace: _Trace) -> tuple[Any, bytes, Any, list[Any]]:
     from tboot_py.eventlog import read_log
     from tboot_py.launch.builder import extend_and_log
     from tboot_py.tpm import open_tpm
@@ -365,10 +336,10 @@ def _measure_extend_verify(req: GateRequest, artifacts: Sequence[Any],
             log_bytes = log_path.read_bytes()
         except OSError as e:
             raise InputError(f"cannot read back the event log {log_path}: {e.strerror}") from e
-        verified = _verify_own_quote(tpm, req, log_path, log_bytes, untrusted_fw, trace)
+        evidence, nonce, ak = _quote_own_log(tpm, req, log_path, log_bytes, untrusted_fw, trace)
     finally:
         tpm.close()
-    return verified, logged, untrusted_fw
+    return evidence, nonce, ak, logged
 
 
 def launcher_argv(command: Sequence[str], copies: Sequence[Any], cmdline: str | None,

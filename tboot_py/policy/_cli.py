@@ -311,12 +311,15 @@ def _predict(args: argparse.Namespace) -> int:
         if ev.kind is DigestKind.TBOOT_MODULE:
             cmd = args.cmdline if (args.cmdline is not None and comp is Component.KERNEL) else (ev.info.cmdline or "")
         new[comp] = measure(f, kind=ev.kind.value, banks=banks, cmdline=cmd)
-    if args.cmdline is not None and Component.CMDLINE in events:
-        data = args.cmdline.encode()
-        new[Component.CMDLINE] = {b.name: b.digest(data) for b in banks}
-    if not new:
+    cmdlines: dict[Component, str] = {}
+    if args.cmdline is not None:
+        if Component.CMDLINE in events:
+            cmdlines[Component.CMDLINE] = args.cmdline
+        elif Component.KERNEL in events and events[Component.KERNEL].info.version >= 2:
+            cmdlines[Component.KERNEL] = args.cmdline
+    if not new and not cmdlines:
         raise InputError("nothing to predict: give --hypervisor, --kernel, --initrd or --cmdline")
-    pred = predict(log, new)
+    pred = predict(log, new, cmdlines)
     changed = pred.changed()
     if args.output is not None:
         base = policy_from_log(log, boot_state=False, references=False)

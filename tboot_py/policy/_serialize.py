@@ -229,7 +229,7 @@ def policy_from_dict(doc: object, allow_empty: bool = False) -> Policy:
     policy never loads for evaluation."""
     budget = _Budget()
     top = _table(doc, "policy")
-    _no_extra(top, {"version", "mode", "name", "description", "rules", "allow_launch", "warnings"}, "")
+    _no_extra(top, {"version", "mode", "name", "description", "rules", "allow_launch", "warnings", "banks"}, "")
     if "version" not in top:
         raise PolicyError(f"version: required field is missing (this tboot-py reads version {SCHEMA_VERSION})")
     version = _int(top["version"], "version", 0, 1 << 31)
@@ -241,7 +241,8 @@ def policy_from_dict(doc: object, allow_empty: bool = False) -> Policy:
         raise PolicyError("rules: a policy needs at least one rule (an empty policy would allow everything)")
     return Policy(rules=rules, mode=mode, name=_str(top, "name", ""),
                   description=_str(top, "description", ""), version=version,
-                  allow_launch=_strings(top, "allow_launch", budget), warnings=_strings(top, "warnings", budget))
+                  allow_launch=_strings(top, "allow_launch", budget), warnings=_strings(top, "warnings", budget),
+                  banks=_banks(top))
 
 
 def _strings(top: Mapping[str, Any], key: str, budget: _Budget) -> tuple[str, ...]:
@@ -252,6 +253,25 @@ def _strings(top: Mapping[str, Any], key: str, budget: _Budget) -> tuple[str, ..
         if not isinstance(v, str) or not v or len(v) > MAX_STRING:
             raise PolicyError(f"{key}[{i}]: expected a non-empty string")
     return tuple(items)
+
+
+def _banks(top: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """``banks = ["sha256", ...]``: the PCR banks every quote must cover and replay."""
+    if "banks" not in top:
+        return None
+    raw = top["banks"]
+    if not isinstance(raw, list) or not raw or not all(isinstance(b, str) for b in raw):
+        raise PolicyError("banks: must be a non-empty list of bank names")
+    out: list[str] = []
+    for b in raw:
+        try:
+            name = algorithms.by_name(b).name
+        except UnknownAlgorithmError as e:
+            raise PolicyError(f"banks: unknown bank {b!r}") from e
+        if name in out:
+            raise PolicyError(f"banks: {name} is listed twice")
+        out.append(name)
+    return tuple(out)
 
 
 def _rule(obj: object, path: str, budget: _Budget, depth: int) -> Rule:
@@ -317,9 +337,9 @@ def _value(obj: object, path: str, comp: Component, budget: _Budget) -> Referenc
                 raise PolicyError(f"{path}.digests.{name}: bank {bank} given twice")
             digests.append((bank, _digest_for(bank, hexv, f"{path}.digests.{name}")))
     cmdline = _str(t, "cmdline", path)
-    if not digests and not (comp is Component.CMDLINE and cmdline is not None):
+    if not digests and not (comp.is_cmdline and cmdline is not None):
         raise PolicyError(f"{path}.digests: a reference value needs at least one digest"
-                          + (" (or a literal 'cmdline')" if comp is Component.CMDLINE else ""))
+                          + (" (or a literal 'cmdline')" if comp.is_cmdline else ""))
     label = _str(t, "label", path) or _str(t, "version", path) or f"value-{path.rsplit('[', 1)[-1].rstrip(']')}"
     return ReferenceValue(label=label, digests=tuple(digests), kind=kind, version=_str(t, "version", path),
                           expires=_date(t["expires"], f"{path}.expires") if "expires" in t else None,
@@ -449,6 +469,8 @@ def policy_to_dict(policy: Policy, dates_as_strings: bool = True) -> dict[str, A
         d["name"] = policy.name
     if policy.description is not None:
         d["description"] = policy.description
+    if policy.banks is not None:
+        d["banks"] = list(policy.banks)
     if policy.allow_launch:
         d["allow_launch"] = list(policy.allow_launch)
     if policy.warnings:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tboot_py import algorithms
@@ -129,6 +130,12 @@ class TbootPyEvent:
     component: Component
     kind: DigestKind
 
+    @property
+    def artifact_digests(self) -> tuple[tuple[str, bytes], ...]:
+        """The artifact's digests: recorded in a version 2 record (which is extended as the
+        hash of its data), the extended digest itself in a version 1 record."""
+        return self.info.artifact_digests if self.info.version >= 2 else event_digests(self.event)
+
 
 def tboot_py_events(log: EventLog) -> tuple[TbootPyEvent, ...]:
     """The EV_IPL events tboot-py's measured-domain builder wrote."""
@@ -186,17 +193,19 @@ def policy_from_log(log: EventLog, *, pcrs: Iterable[int] | None = None, banks: 
             rules.append(SignatureDbRule(db_allow=db, dbx_require=dbx, authorities_allow=au, id="uefi-db"))
     if not rules:
         raise PolicyError("the log yields no rules (no PCRs, no tboot-py events, no boot state)")
-    return Policy(rules=tuple(rules), mode=mode, name=name or f"from {log.source or 'event log'}")
+    # The banks this log replays are the ones a quote of the same machine must cover.
+    return Policy(rules=tuple(rules), mode=mode, name=name or f"from {log.source or 'event log'}",
+                  banks=tuple(replayed) or None)
 
 
 def reference_rules(log: EventLog) -> list[ReferenceRule]:
     by_comp: dict[Component, list[ReferenceValue]] = {}
     for t in tboot_py_events(log):
         label = t.info.file or t.component.value
-        if t.component is Component.CMDLINE:
+        if t.component.is_cmdline:
             v = ReferenceValue(label=label, digests=(), kind=DigestKind.FILE, cmdline=t.info.cmdline or "")
         else:
-            v = ReferenceValue(label=label, digests=event_digests(t.event), kind=t.kind, cmdline=t.info.cmdline)
+            v = ReferenceValue(label=label, digests=t.artifact_digests, kind=t.kind, cmdline=t.info.cmdline)
         values = by_comp.setdefault(t.component, [])
         if v not in values:
             values.append(v)
@@ -231,10 +240,12 @@ class Prediction:
         return out
 
 
-def predict(log: EventLog, new: Mapping[Component, Any]) -> Prediction:
+def predict(log: EventLog, new: Mapping[Component, Any], cmdlines: Mapping[Component, str] | None = None) -> Prediction:
     """Replay ``log`` with the tboot-py events of each component in ``new`` carrying the new
     measurement's digests. ``new`` maps a component to a ``tboot_py.measure.Measurement``
-    (anything with ``digests``; a DigestSet or a ``{bank: digest}`` mapping).
+    (anything with ``digests``; a DigestSet or a ``{bank: digest}`` mapping); ``cmdlines``
+    gives new command lines (for command-line records, and the ones a version 2 module
+    record names).
 
     A kernel the builder logged as ``pe`` was also measured by the firmware (an
     EV_EFI_BOOT_SERVICES_APPLICATION of the same Authenticode digest, PFP 10.4.4); every
@@ -242,27 +253,46 @@ def predict(log: EventLog, new: Mapping[Component, Any]) -> Prediction:
     Raises InputError when a component has no tboot-py event in the log, or the new
     measurement lacks one of the log's banks.
     """
+    from tboot_py.eventlog.decode import encode_tboot_py
+
+    cmdlines = cmdlines or {}
     events = list(log.events)
     tpe = tboot_py_events(log)
     replaced: list[Replacement] = []
-    for comp, m in new.items():
+    for comp in [*new, *(c for c in cmdlines if c not in new)]:
         mine = [t for t in tpe if t.component is comp]
         if not mine:
             raise InputError(f"the golden log has no tboot-py event for the {comp.value}")
-        new_d = dict(_pairs(getattr(m, "digests", m)))
+        cmd = cmdlines.get(comp)
+        if comp in new:
+            new_d = dict(_pairs(getattr(new[comp], "digests", new[comp])))
+        else:  # a new command line: its measurement is its own hash
+            raw = (cmd or "").encode()
+            algs = [x for x in (algorithms.by_id(i) for i in log.algorithms) if x is not None]
+            new_d = {x.name: x.digest(raw) for x in algs}
         for t in mine:
             old = t.event
-            old_d = event_digests(old)
-            digests = []
-            for a, _d in old.digests:
-                b = _bank_of(a)
+            old_d = t.artifact_digests
+            for alg_id, _d in old.digests:
+                b = _bank_of(alg_id)
                 if b is None or b not in new_d:
-                    raise InputError(f"the new {comp.value} measurement has no {b or hex(a)} digest "
+                    raise InputError(f"the new {comp.value} measurement has no {b or hex(alg_id)} digest "
                                      f"(the log carries {', '.join(log.bank_names)})")
-                digests.append((a, new_d[b]))
-            events[old.seq] = dataclasses.replace(old, digests=tuple(digests))
+            if t.info.version >= 2:
+                # The record names the file measured by its base name, as the builder does.
+                new_name = getattr(new.get(comp), "name", None)
+                data = encode_tboot_py(t.info.component, t.info.kind,
+                                       Path(new_name).name if isinstance(new_name, str) else t.info.file,
+                                       cmd if cmd is not None else t.info.cmdline,
+                                       tuple((b, new_d[b]) for b, _ in t.info.artifact_digests if b in new_d))
+                digests = tuple((a, algorithms.by_id(a).digest(data)) for a, _ in old.digests  # type: ignore[union-attr]
+                                if algorithms.by_id(a) is not None)
+                events[old.seq] = dataclasses.replace(old, digests=digests, data=data)
+            else:
+                events[old.seq] = dataclasses.replace(
+                    old, digests=tuple((a, new_d[_bank_of(a) or ""]) for a, _ in old.digests))
             replaced.append(Replacement(old.seq, old.pcr, comp.value, "tboot-py event"))
-            if t.kind is DigestKind.PE and old_d:
+            if t.kind is DigestKind.PE and old_d and comp in new:
                 for i, e in enumerate(events):
                     if e.seq == old.seq or not e.extends or e.event_type == EV_IPL:
                         continue

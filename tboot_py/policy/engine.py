@@ -3,11 +3,13 @@
 Semantics (README.md, "Policy"):
 - The top-level rules combine with all-of. ``all-of`` passes when every child passes,
   ``any-of`` when at least one does.
-- ``halt`` stops at the first failing rule of an all-of; ``continue`` and ``nonfatal``
-  evaluate everything. ``halt`` and ``continue`` deny when the tree fails; ``nonfatal``
-  allows a failed tree unless a *fatal* finding caused the failure.
+- Every rule is evaluated in every mode, so a verdict lists every reason. ``halt`` and
+  ``continue`` deny when the tree fails; ``nonfatal`` allows a failed tree unless a *fatal*
+  finding caused the failure.
 - Fatal findings deny in every mode: a missing input, a measurement or PCR bank with
-  no digests, a DRTM PCR (17-22) that is all-zero or all-FF, an unknown rule.
+  no digests, a DRTM PCR (17-22) that is all-zero or all-FF, an unknown rule, a finding of
+  the appraisal (``Inputs.findings``), and a rule that could only be decided from event data
+  no digest binds (DESIGN.md, "What a quote proves").
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class _Evaluator:
     def __init__(self, policy: Policy, inputs: Inputs) -> None:
         self.policy = policy
         self.inputs = inputs
-        self.halt = policy.mode is Mode.HALT
         self.today = inputs.today or _dt.datetime.now(_dt.UTC).date()
         self.reasons: list[Reason] = []
 
@@ -72,11 +73,6 @@ class _Evaluator:
             if not o.passed:
                 passed = False
                 fatal = fatal or o.fatal
-                if self.halt and i + 1 < len(rules):
-                    self.add(path or "rules", "halt", False,
-                             f"halt mode: stopped at the first failure; {len(rules) - i - 1} later rule(s) "
-                             "not evaluated")
-                    break
         return _Outcome(passed, fatal)
 
     def rule(self, rule: Rule, path: str) -> _Outcome:
@@ -108,9 +104,8 @@ class _Evaluator:
         for i, r in enumerate(rule.rules):
             o = self.rule(r, f"{path}.rules[{i}]")
             if o.passed:
-                winner = i
-                if self.halt:
-                    break
+                if winner is None:
+                    winner = i
             else:
                 fatal = fatal or o.fatal
         if winner is not None:
@@ -123,7 +118,7 @@ class _Evaluator:
 
     def reference(self, rule: ReferenceRule, name: str) -> _Outcome:
         comp = rule.component.value
-        if rule.component is Component.CMDLINE:
+        if rule.component.is_cmdline:
             return self.cmdline(rule, name)
         kinds = {v.kind for v in rule.values}
         ms = [m for m in self.inputs.measurements if m.component is rule.component]
@@ -190,18 +185,21 @@ class _Evaluator:
         return _Outcome(False)
 
     def cmdline(self, rule: ReferenceRule, name: str) -> _Outcome:
-        """Every command line being launched (the kernel's, and the hypervisor's when it is
-        measured separately) must match one of the rule's values."""
-        actuals = self.actual_cmdlines()
-        if not actuals:
-            self.add(name, "reference", False, "no kernel command line was given", component="cmdline", fatal=True)
+        """Every command line of the rule's component being launched (the kernel's, or the
+        hypervisor's) must match one of the rule's values."""
+        comp = rule.component.value
+        actuals, undecided = self.actual_cmdlines(rule.component)
+        for m in undecided:
+            self.add(name, "reference", False,
+                     f"the {m.component.value} record does not bind its command line, and its digest matches no "
+                     "reference value that would: the command line cannot be decided", component=comp, fatal=True)
+        if not actuals and not undecided:
+            self.add(name, "reference", False, f"no {comp} command line was given", component=comp, fatal=True)
             return _Outcome(False, True)
-        passed = True
+        passed = not undecided
         for actual in actuals:
             passed = self.match_cmdline(rule, name, actual).passed and passed
-            if not passed and self.halt:
-                break
-        return _Outcome(passed)
+        return _Outcome(passed, bool(undecided))
 
     def match_cmdline(self, rule: ReferenceRule, name: str, actual: str) -> _Outcome:
         raw = actual.encode()
@@ -214,28 +212,57 @@ class _Evaluator:
                     expired.append(v)
                     continue
                 self.add(name, "reference", True, f"command line {actual!r} matches {v.label!r}",
-                         component="cmdline", expected=(actual,), actual=actual)
+                         component=rule.component.value, expected=(actual,), actual=actual)
                 return _Outcome(True)
         if expired:
             self.add(name, "reference", False,
                      f"command line {actual!r} matches {expired[0].label!r}, which expired on {expired[0].expires}",
-                     component="cmdline", actual=actual)
+                     component=rule.component.value, actual=actual)
             return _Outcome(False)
         expected = tuple(v.cmdline if v.cmdline is not None else
                          ", ".join(f"{b}:{d.hex()}" for b, d in v.digests) for v in rule.values)
         self.add(name, "reference", False, f"command line {actual!r} matches no reference value",
-                 component="cmdline", expected=expected, actual=actual)
+                 component=rule.component.value, expected=expected, actual=actual)
         return _Outcome(False)
 
-    def actual_cmdlines(self) -> list[str]:
-        """The measured command lines: the cmdline components, or else the kernel's (a tboot
-        module hash binds the kernel's command line into the kernel measurement)."""
+    def actual_cmdlines(self, comp: Component) -> tuple[list[str], list[MeasuredComponent]]:
+        """The measured command lines of ``comp`` (the kernel's or the hypervisor's): its own
+        command-line records, or else the command line a tboot module hash of its module binds
+        (the kernel's for CMDLINE, the hypervisor's for HYPERVISOR_CMDLINE). A module whose
+        record does not bind its command line (version 1) gets the command line of the
+        reference value its digest matches; without one it is undecided."""
         ms = self.inputs.measurements
-        for comp in (Component.CMDLINE, Component.KERNEL):
-            found = [m.cmdline for m in ms if m.component is comp and m.cmdline is not None]
-            if found:
-                return found
-        return []
+        own = [m.cmdline for m in ms if m.component is comp and m.cmdline is not None]
+        if own:
+            return own, []
+        module = Component.KERNEL if comp is Component.CMDLINE else Component.HYPERVISOR
+        found: list[str] = []
+        undecided: list[MeasuredComponent] = []
+        for m in ms:
+            if m.component is not module or m.kind is not DigestKind.TBOOT_MODULE:
+                continue
+            if m.cmdline_bound and m.cmdline is not None:
+                found.append(m.cmdline)
+                continue
+            proven = self.reference_cmdline(m)
+            if proven is None:
+                undecided.append(m)
+            else:
+                found.append(proven)
+        return found, undecided
+
+    def reference_cmdline(self, m: MeasuredComponent) -> str | None:
+        """The command line of a tboot-module reference value whose digests ``m`` matches in
+        every shared bank: the module hash covers it, so the digest proves it."""
+        for r in _reference_rules(self.policy.rules):
+            if r.component is not m.component:
+                continue
+            for v in r.values:
+                shared = [b for b, _ in v.digests if m.digest(b) is not None]
+                if (v.kind is DigestKind.TBOOT_MODULE and v.cmdline is not None and shared
+                        and all(v.digest(b) == m.digest(b) for b in shared)):
+                    return v.cmdline
+        return None
 
     # -------------------------------------------------------------- PCRs
 
@@ -251,8 +278,6 @@ class _Evaluator:
                 self.add(name, "pcrs", False, f"bank {bank} is missing or empty in the verified PCR values",
                          bank=bank, fatal=True)
                 passed, fatal = False, True
-                if self.halt:
-                    return _Outcome(False, True)
                 continue
             for idx, want in regs:
                 got = actual_bank.get(idx)
@@ -273,17 +298,20 @@ class _Evaluator:
                 else:
                     self.add(name, "pcrs", True, f"PCR {idx} ({bank}) matches", bank=bank, pcr=idx,
                              expected=(want.hex(),), actual=got.hex())
-                    continue
-                if self.halt:
-                    return _Outcome(False, fatal)
         return _Outcome(passed, fatal)
 
     # -------------------------------------------------------------- boot state
 
     def boot(self, name: str, check: str) -> BootFacts | None:
-        if self.inputs.boot is None:
+        """The boot state, or None (after a fatal reason) when it is missing or when the
+        order of the PCR 7 events it comes from breaks the PFP's rules."""
+        facts = self.inputs.boot
+        if facts is None:
             self.add(name, check, False, "no boot state from the firmware event log was given", fatal=True)
-        return self.inputs.boot
+            return None
+        for f in facts.findings:
+            self.add(name, check, False, f, pcr=7, fatal=True)
+        return None if facts.findings else facts
 
     def secure_boot(self, rule: SecureBootRule, name: str) -> _Outcome:
         facts = self.boot(name, "secure-boot")
@@ -343,11 +371,14 @@ class _Evaluator:
                              f"image authority {a} {'is' if ok else 'is not'} allowed",
                              expected=tuple(entries), actual=a)
                     passed = passed and ok
-            if not passed and self.halt:
-                break
         return _Outcome(passed, fatal)
 
     def events(self, rule: EventRule, name: str) -> _Outcome:
+        """Required and forbidden events. A replay proves an event's PCR and digests, and its
+        data only where the digest binds it; the event type is never proven. So a matcher
+        decides on PCR, digest and bound data; its ``type`` narrows nothing (display only),
+        and a matcher with nothing else to decide on cannot be decided and denies. A forbid
+        on data cannot be decided while an event it could hide in has unbound data."""
         evs = self.inputs.events
         if evs is None:
             self.add(name, "events", False, "no firmware event log events were given", fatal=True)
@@ -360,30 +391,46 @@ class _Evaluator:
                      f"events on PCR {', '.join(map(str, unbacked))} are not backed by the verified quote, "
                      "so this rule cannot be decided", fatal=True)
             return _Outcome(False, True)
-        passed = True
-        for m in rule.require:
-            hit = next((e for e in evs if _event_matches(m, e)), None)
+        passed, fatal = True, False
+        for m, want in [(m, True) for m in rule.require] + [(m, False) for m in rule.forbid]:
             label = m.description or _matcher_text(m)
-            if hit is None:
+            why = self.undecidable(m, evs, forbid=not want)
+            if why is not None:
+                self.add(name, "events", False, f"{'required' if want else 'forbidden'} event {label}: {why}",
+                         pcr=m.pcr, expected=(label if want else f"no {label}",), fatal=True)
+                passed, fatal = False, True
+                continue
+            hit = next((e for e in evs if _event_matches(m, e)), None)
+            if want and hit is None:
                 self.add(name, "events", False, f"required event not found: {label}", expected=(label,))
                 passed = False
-                if self.halt:
-                    return _Outcome(False)
-            else:
+            elif want:
+                assert hit is not None
                 self.add(name, "events", True, f"required event found: {label}", pcr=hit.pcr,
                          expected=(label,), actual=_event_text(hit))
-        for m in rule.forbid:
-            hit = next((e for e in evs if _event_matches(m, e)), None)
-            label = m.description or _matcher_text(m)
-            if hit is not None:
+            elif hit is not None:
                 self.add(name, "events", False, f"forbidden event present: {label}", pcr=hit.pcr,
                          expected=(f"no {label}",), actual=_event_text(hit))
                 passed = False
-                if self.halt:
-                    return _Outcome(False)
             else:
                 self.add(name, "events", True, f"forbidden event absent: {label}", expected=(f"no {label}",))
-        return _Outcome(passed)
+        return _Outcome(passed, fatal)
+
+    def undecidable(self, m: EventMatcher, evs: tuple[FirmwareEvent, ...], forbid: bool) -> str | None:
+        """Why ``m`` cannot be decided from what the quote proves, or None."""
+        if m.digest is None and m.data_contains is None:
+            return ("it names only an event type (and PCR), and the type of an event is never extended, so "
+                    "nothing proves it: name a digest or data")
+        findings = self.inputs.ordering.get(m.pcr, ()) if m.pcr is not None else ()
+        if findings:
+            return f"PCR {m.pcr}: {'; '.join(findings)}"
+        if forbid and m.data_contains is not None and m.digest is None:
+            hiding = [e for e in evs if not e.bound and (m.pcr is None or e.pcr == m.pcr)]
+            if hiding:
+                return (f"{len(hiding)} event(s) on {'PCR ' + str(m.pcr) if m.pcr is not None else 'the PCRs'} have "
+                        f"data their digest does not bind (first: {_event_text(hiding[0])}), so the data could "
+                        "be hidden there")
+        return None
 
     # -------------------------------------------------------------- tboot VLP
 
@@ -425,8 +472,6 @@ class _Evaluator:
                                  component=c, bank=rule.bank, expected=tuple(h.hex() for h in entry.hashes),
                                  actual=got.hex())
                         passed = False
-            if not passed and self.halt:
-                return _Outcome(False, fatal)
         if not any_measured:
             self.add(name, "tboot-vlp", False, "no tboot module measurement was given", bank=rule.bank, fatal=True)
             return _Outcome(False, True)
@@ -450,13 +495,15 @@ def _all_zero_or_ff(v: bytes) -> bool:
 
 
 def _event_matches(m: EventMatcher, e: FirmwareEvent) -> bool:
+    """Match on what the replay proves: PCR, digest, and data only where bound. The event's
+    type is untrusted and never narrows a match (a retyped event still matches)."""
     if m.pcr is not None and e.pcr != m.pcr:
-        return False
-    if m.event_type is not None and e.event_type != m.event_type:
         return False
     if m.digest is not None and (m.digest[0], m.digest[1]) not in e.digests:
         return False
     if m.data_contains is not None:
+        if not e.bound:
+            return False
         needle = m.data_contains
         if needle.encode() not in e.data and needle.encode("utf-16-le") not in e.data:
             return False
@@ -486,6 +533,16 @@ def _event_text(e: FirmwareEvent) -> str:
     return f"{where}{t} pcr {e.pcr}"
 
 
+def _reference_rules(rules: tuple[Rule, ...]) -> list[ReferenceRule]:
+    out: list[ReferenceRule] = []
+    for r in rules:
+        if isinstance(r, ReferenceRule):
+            out.append(r)
+        elif isinstance(r, AllOf | AnyOf):
+            out += _reference_rules(r.rules)
+    return out
+
+
 def covered_components(rules: tuple[Rule, ...]) -> set[Component]:
     """Components that some reference or tboot-vlp rule in the tree speaks about."""
     out: set[Component] = set()
@@ -508,6 +565,8 @@ def evaluate(policy: Policy, inputs: Inputs, *, require_coverage: bool = False) 
     is a mismatch, never silently allowed.
     """
     ev = _Evaluator(policy, inputs)
+    for f in inputs.findings:  # the appraisal's own findings (forged or undecodable records...)
+        ev.reasons.append(f)
     if not policy.rules:  # the loader refuses this; a hand-built empty policy still denies
         ev.add("rules", "policy", False, "the policy has no rules", fatal=True)
         outcome = _Outcome(False, True)
@@ -519,6 +578,8 @@ def evaluate(policy: Policy, inputs: Inputs, *, require_coverage: bool = False) 
             ev.add("coverage", "reference", False,
                    f"the policy has no reference rule for the {comp.value} being launched", component=comp.value)
             outcome = _Outcome(False, outcome.fatal)
+    if inputs.findings:
+        outcome = _Outcome(False, True)
     if outcome.passed:
         allowed = True
     elif policy.mode is Mode.NONFATAL and not outcome.fatal:

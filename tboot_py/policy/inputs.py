@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tboot_py import algorithms
 from tboot_py.errors import PolicyError
-from tboot_py.policy.model import Component, DigestKind
+from tboot_py.policy.model import Component, DigestKind, Reason
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class MeasuredComponent:
     digests: tuple[tuple[str, bytes], ...]  # (bank, digest)
     cmdline: str | None = None
     name: str | None = None
+    #: Whether ``cmdline`` is proven (measured by the gate, or bound by a verified record).
+    #: A version 1 tboot module record carries a command line its digest does not bind.
+    cmdline_bound: bool = True
 
     def digest(self, bank: str) -> bytes | None:
         for b, d in self.digests:
@@ -40,10 +43,13 @@ class FirmwareEvent:
     """A firmware-log event, reduced to what rules look at."""
 
     pcr: int
+    #: Untrusted: the type field is never extended. Display only.
     event_type: int
     digests: tuple[tuple[str, bytes], ...]
+    #: When ``bound``, exactly the bytes the digests are the hash of; else untrusted.
     data: bytes = b""
     seq: int | None = None
+    bound: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class BootFacts:
     db: frozenset[str] | None = None
     dbx: frozenset[str] | None = None
     authorities: frozenset[str] | None = None
+    #: Breaks of the PFP's PCR 7 ordering rules (separators, configuration measured once and
+    #: before the separator): each denies every rule that reads this boot state.
+    findings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,11 @@ class Inputs:
     #: The PCRs whose events are complete and backed by a verified quote. ``None``: every
     #: PCR of ``events`` is. An event rule naming another PCR cannot be decided, and denies.
     event_pcrs: frozenset[int] | None = None
+    #: Findings of the appraisal itself (forged, undecodable or hidden records); each denies.
+    findings: tuple[Reason, ...] = ()
+    #: PCR -> breaks of the PFP's ordering rules on it (separators); an event rule naming
+    #: that PCR cannot be decided.
+    ordering: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- adapters
@@ -117,7 +131,7 @@ _KIND_ALIASES = {"file": DigestKind.FILE, "plain": DigestKind.FILE, "pe": Digest
                  "tboot": DigestKind.TBOOT_MODULE, "module": DigestKind.TBOOT_MODULE}
 _COMPONENT_ALIASES = {"hypervisor": Component.HYPERVISOR, "xen": Component.HYPERVISOR,
                       "kernel": Component.KERNEL, "initrd": Component.INITRD,
-                      "cmdline": Component.CMDLINE}
+                      "cmdline": Component.CMDLINE, "hypervisor-cmdline": Component.HYPERVISOR_CMDLINE}
 
 
 def measured(m: Any, component: Component | str | None = None,

@@ -30,7 +30,8 @@ class Mode(enum.Enum):
     ignores non-fatal errors.
     """
 
-    #: Deny at the first mismatch; later rules are not evaluated (the default).
+    #: Deny on any mismatch (the default). Every rule is still evaluated, so the verdict
+    #: lists every reason.
     HALT = "halt"
     #: Record a mismatch and evaluate every later rule; the verdict still denies.
     CONTINUE = "continue"
@@ -45,7 +46,14 @@ class Component(enum.Enum):
     HYPERVISOR = "hypervisor"
     KERNEL = "kernel"
     INITRD = "initrd"
+    #: The kernel's (dom0's) command line.
     CMDLINE = "cmdline"
+    #: The hypervisor's own command line (Xen's), measured apart from the kernel's.
+    HYPERVISOR_CMDLINE = "hypervisor-cmdline"
+
+    @property
+    def is_cmdline(self) -> bool:
+        return self in (Component.CMDLINE, Component.HYPERVISOR_CMDLINE)
 
 
 class DigestKind(enum.Enum):
@@ -238,6 +246,8 @@ class Policy:
     name: str | None = None
     description: str | None = None
     version: int = SCHEMA_VERSION
+    #: PCR banks the quote must cover and the logs must replay (None: sha256).
+    banks: tuple[str, ...] | None = None
     #: Hex key ids of the keys whose signatures verified when it was loaded (empty: unsigned).
     signed_by: tuple[str, ...] = field(default=(), compare=False)
     #: Launch elements outside the gate's measurement that this policy accepts by name (the

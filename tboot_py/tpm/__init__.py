@@ -1,6 +1,6 @@
 """TPM access: one backend protocol, three implementations.
 
-* :class:`~tboot_py.tpm._esapi.EsapiTPM` talks to a real TPM (``/dev/tpmrm0``) or to swtpm
+* :class:`~tboot_py.tpm.esapi.EsapiTPM` talks to a real TPM (``/dev/tpmrm0``) or to swtpm
   through a TCTI string (``swtpm:host=127.0.0.1,port=2321``). It is the only module that
   imports ``tpm2_pytss``.
 * :class:`~tboot_py.tpm.fake.FakeTPM` is an in-memory TPM for unit tests only.
@@ -82,7 +82,7 @@ def open_tpm(spec: str) -> TPM:
     ``swtpm:host=H,port=P``: swtpm over TCP. ``mssim:...`` is accepted for the reference
     simulator. Any failure raises :class:`~tboot_py.errors.TPMError`.
     """
-    from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.esapi import EsapiTPM
 
     spec = spec.strip()
     if not spec:

@@ -13,7 +13,13 @@ def register(sub: Any) -> None:
     v.add_argument("evidence", metavar="EVIDENCE",
                    help="evidence bundle (JSON) from `tboot-py attest quote`; - for standard input")
     v.add_argument("--ak", required=True, help="trusted AK: ak.json/state dir, PEM, TPMT_PUBLIC or TPM2B_PUBLIC")
-    v.add_argument("--nonce", required=True, metavar="HEX", help="the nonce the verifier issued")
+    v.add_argument("--nonce", metavar="HEX", help="the nonce the verifier issued (at least 8 bytes)")
+    v.add_argument("--legacy-nonce", action="store_true",
+                   help="accept a nonce shorter than 8 bytes (legacy quotes); an empty one never verifies")
+    v.add_argument("--no-freshness", action="store_true",
+                   help="re-check archived evidence whose quote carries no nonce: proves PCR values, not when")
+    v.add_argument("--require-banks", metavar="LIST",
+                   help="banks the quote must cover and replay (default: the policy's banks, else sha256)")
     v.add_argument("--pcrs", metavar="SELECTION",
                    help="PCRs the quote must cover, e.g. sha256:0-7 (it may cover more, unless --exact)")
     v.add_argument("--exact", action="store_true", help="the quote must cover exactly the --pcrs selection")
@@ -102,9 +108,11 @@ def _verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tboot_py._args import parse_hex
+    from tboot_py.algorithms import parse_banks
+    from tboot_py.appraise import Appraiser, TrustConfig
+    from tboot_py.errors import InputError
     from tboot_py.tpm.evidence import parse_evidence
     from tboot_py.tpm.wire import PCRSelection
-    from tboot_py.verify.evidence import check_evidence
     from tboot_py.verify.quote import load_trusted_ak
 
     policy = None
@@ -113,34 +121,47 @@ def _verify(args: argparse.Namespace) -> int:
 
         policy = load_policy(args.policy, args.trust_key or None)
     elif args.trust_key:
-        from tboot_py.errors import InputError
-
         raise InputError("--trust-key needs --policy")
+    if args.no_freshness:
+        if args.nonce:
+            raise InputError("--no-freshness checks evidence without a nonce; do not give --nonce")
+        nonce = b""
+    elif args.nonce is None:
+        raise InputError("--nonce is required (or --no-freshness for archived evidence without one)")
+    else:
+        nonce = parse_hex(args.nonce, "--nonce")
     ev = parse_evidence(_read(args.evidence, "evidence"), source=args.evidence)
-    ak = load_trusted_ak(args.ak)
-    nonce = parse_hex(args.nonce, "--nonce")
     sel = PCRSelection.parse_spec(args.pcrs) if args.pcrs else None
     if args.exact and sel is None:
-        from tboot_py.errors import InputError
-
         raise InputError("--exact needs --pcrs")
-    r = check_evidence(ev, ak, nonce, sel, ek_ca=Path(args.ek_ca) if args.ek_ca else None,
-                       exact_selection=args.exact)
-    if policy is None or r.verified is None:
-        return _report(args, r.ok, r.reason, r.verified_pcrs, r.summary())
-    from tboot_py.verify.appraise import appraise
-
-    verdict = appraise(r.verified, [(b.name, b.data) for b in ev.event_logs], policy).verdict
-    extra = {**r.summary(), "allowed": verdict.allowed, "verdict": verdict.as_json()}
+    trust = TrustConfig(
+        ak=load_trusted_ak(args.ak), policy=policy, ek_roots=Path(args.ek_ca) if args.ek_ca else None,
+        required_banks=tuple(b.name for b in parse_banks(args.require_banks)) if args.require_banks else None,
+        min_nonce_bytes=1 if args.legacy_nonce else 8, fresh=not args.no_freshness,
+        selection=sel, exact_selection=args.exact)
+    result = Appraiser(trust).appraise(ev, nonce)
+    verified = result.verified
+    extra: dict[str, Any] = {}
+    if verified is not None:
+        extra = {"events_verified": len(verified.events),
+                 "replayed": {b: list(p) for b, p in verified.replayed.items()},
+                 "ek_chain": list(verified.ek_chain), "quirks": list(verified.quirks), "fresh": verified.fresh}
+    if policy is None:
+        return _report(args, verified is not None, result.error.diagnostics() if result.error else "",
+                       result.pcrs, extra)
+    if verified is None:
+        return _report(args, False, result.error.diagnostics() if result.error else "", None, {})
+    verdict = result.verdict
+    extra.update({"allowed": result.allowed, "verdict": verdict.as_json()})
     if not args.json:
         _print_verdict(verdict)
-    _report(args, True, "", r.verified_pcrs, {} if not args.json else extra)
+    _report(args, True, "", result.pcrs, {} if not args.json else extra)
     if not args.json:
         from tboot_py._output import say
 
-        say("policy: " + ("allowed" if verdict.allowed else "DENIED: " + "; ".join(
+        say("policy: " + ("allowed" if result.allowed else "DENIED: " + "; ".join(
             x.message for x in verdict.failures)))
-    return EXIT_OK if verdict.allowed else EXIT_DENIED
+    return EXIT_OK if result.allowed else EXIT_DENIED
 
 
 def _print_verdict(verdict: Any) -> None:

@@ -66,6 +66,14 @@ class SignerNameMismatchError(QuoteError):
     """qualifiedSigner does not name the AK (nameAlg || H(TPMT_PUBLIC))."""
 
 
+class NonceTooShortError(QuoteError):
+    """The expected nonce is empty or shorter than the verifier requires: no freshness."""
+
+
+class RequiredBankError(QuoteError):
+    """A bank that policy or trust configuration requires is not in the quote."""
+
+
 class NonceMismatchError(QuoteError):
     """extraData is not the verifier's nonce: a stale or replayed quote."""
 
@@ -100,6 +108,10 @@ class EventLogError(VerificationError):
 
 class EventLogBankNotQuotedError(EventLogError):
     """A log extends a bank (or PCR) that the verified quote does not cover."""
+
+
+class EventLogBankNotReplayedError(EventLogError):
+    """A quoted bank cannot be replayed because a log carries no digests for it."""
 
 
 class EventLogMismatchError(EventLogError):

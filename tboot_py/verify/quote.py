@@ -187,7 +187,7 @@ def _describe(sel: st.PCRSelection) -> str:
 def verify_quote(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
                  expected_selection: st.PCRSelection | None = None,
                  history: QuoteHistory | VerifiedPCRs | None = None, *,
-                 exact_selection: bool = True) -> VerifiedPCRs:
+                 exact_selection: bool = True, allow_empty_nonce: bool = False) -> VerifiedPCRs:
     """Verify the quote in ``evidence`` and return the PCR values it vouches for.
 
     ``expected_selection``: the quote must select exactly these PCRs, or with
@@ -195,7 +195,11 @@ def verify_quote(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
 
     Raises a :class:`~tboot_py.verify.errors.QuoteError` subclass naming the failed check.
     ``history`` is the AK's previous attestation; the new quote must be strictly newer.
+    An empty nonce never verifies, unless ``allow_empty_nonce`` (re-checking archived
+    evidence whose quote carries none; such a quote proves no freshness).
     """
+    if not nonce and not allow_empty_nonce:
+        raise ve.NonceTooShortError("the nonce is empty: a quote over no nonce proves no freshness")
     ak = _resolve_ak(ak_public)
     if ak.public is not None:
         if not (ak.public.has(st.OA_RESTRICTED) and ak.public.has(st.OA_SIGN)):
@@ -319,11 +323,11 @@ def _check_history(prev: QuoteHistory, cur: st.ClockInfo) -> None:
 def check_quote(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
                 expected_selection: st.PCRSelection | None = None,
                 history: QuoteHistory | VerifiedPCRs | None = None, *,
-                exact_selection: bool = True) -> QuoteCheck:
+                exact_selection: bool = True, allow_empty_nonce: bool = False) -> QuoteCheck:
     """Like :func:`verify_quote` but returns a :class:`QuoteCheck` and never raises."""
     try:
         return QuoteCheck(verify_quote(evidence, ak_public, nonce, expected_selection, history,
-                                       exact_selection=exact_selection))
+                                       exact_selection=exact_selection, allow_empty_nonce=allow_empty_nonce))
     except VerificationError as e:
         return QuoteCheck(None, e)
     except Error as e:

@@ -34,6 +34,7 @@ def _target(name: str) -> object:
         from tboot_py.eventlog import parse_log, replay
         from tboot_py.eventlog.cel import from_cel
         from tboot_py.eventlog.checks import check_digests
+        from tboot_py.eventlog.decode import decode_event
         from tboot_py.eventlog.ima import parse_ima
         from tboot_py.eventlog.state import boot_state
 
@@ -42,7 +43,7 @@ def _target(name: str) -> object:
         boot_state(log)  # type: ignore[arg-type]
         check_digests(log)  # type: ignore[arg-type]
         for e in log.events:  # type: ignore[attr-defined]
-            e.decode()
+            decode_event(e)
 
     def fuzz_parse(data: bytes) -> None:
         try:

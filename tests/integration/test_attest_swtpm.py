@@ -21,7 +21,7 @@ from tboot_py.attest import credential, keys
 from tboot_py.attest.quote import collect_evidence
 from tboot_py.errors import TPMError
 from tboot_py.tpm import wire as st
-from tboot_py.tpm._esapi import EsapiTPM
+from tboot_py.tpm.esapi import EsapiTPM
 from tboot_py.tpm.evidence import parse_evidence
 from tboot_py.tpm.swtpm import Swtpm
 from tboot_py.verify import ekcert
@@ -176,25 +176,26 @@ def test_cli_attest_and_verify(swtpm: Swtpm, ca_dir: Path, tmp_path: Path) -> No
     assert r.rc == 0, r.err
     ev = tmp_path / "ev.json"
     r = run_cli("attest", "quote", "--tpm", swtpm.tcti, "--state", str(state), "--pcrs", "sha256:0-7",
-                "--nonce", "0a0b0c", "--ek-cert", "--out", str(ev))
+                "--nonce", "0a0b0c0d0e0f1011", "--ek-cert", "--out", str(ev))
     assert r.rc == 0, r.err
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--ek-ca", str(ca_dir), "--json")
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--ek-ca", str(ca_dir),
+                "--json")
     assert r.rc == 0, r.err + r.out
     assert json.loads(r.out)["signer_checked"] is True
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0d")
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1012")
     assert r.rc == 1 and "nonce" in r.out
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-8")
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha256:0-8")
     assert r.rc == 1 and "selection" in r.out
     # --pcrs names what the quote must cover at least; --exact demands that selection and no more.
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-3,7")
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha256:0-3,7")
     assert r.rc == 0, r.out
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-3,7", "--exact")
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha256:0-3,7", "--exact")
     assert r.rc == 1 and "selection" in r.out
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha256:0-7", "--exact")
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha256:0-7", "--exact")
     assert r.rc == 0, r.out
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--pcrs", "sha1:0")
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha1:0")
     assert r.rc == 1 and "selection" in r.out
-    r = run_cli("verify", str(tmp_path / "missing.json"), "--ak", str(state), "--nonce", "00")
+    r = run_cli("verify", str(tmp_path / "missing.json"), "--ak", str(state), "--nonce", "0001020304050607")
     assert r.rc == 2 and "Traceback" not in r.err
     r = run_cli("attest", "activate", "--tpm", swtpm.tcti, "--state", str(state), "--ek-ca", str(ca_dir))
     assert r.rc == 0, r.err
@@ -210,9 +211,9 @@ def test_ek_certificate_of_another_tpm_is_not_accepted_for_this_ak(swtpm: Swtpm,
     assert run_cli("attest", "ak", "--tpm", swtpm.tcti, "--state", str(state)).rc == 0
     ev = tmp_path / "ev.json"
     r = run_cli("attest", "quote", "--tpm", swtpm.tcti, "--state", str(state), "--pcrs", "sha256:0-7",
-                "--nonce", "0a0b0c", "--ek-cert", "--out", str(ev))
+                "--nonce", "0a0b0c0d0e0f1011", "--ek-cert", "--out", str(ev))
     assert r.rc == 0, r.err
-    args = ["verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c", "--ek-ca", str(ca_dir)]
+    args = ["verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--ek-ca", str(ca_dir)]
     assert run_cli(*args).rc == 0
     other = start_swtpm(tmp_path / "other-swtpm", ca_dir)
     try:

@@ -202,7 +202,7 @@ def test_unavailable_tpm_denies(gate: Setup) -> None:
 
 def test_tpm_failing_midway_denies(gate: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     from tboot_py.errors import TPMError
-    from tboot_py.tpm._esapi import EsapiTPM
+    from tboot_py.tpm.esapi import EsapiTPM
 
     real = EsapiTPM.extend
     calls = []
@@ -266,7 +266,8 @@ def test_dry_run_decides_without_launching(gate: Setup) -> None:
 
 
 def _fake_firmware(s: Setup) -> Path:
-    """Events a boot loader logged before the OS (PCR 4, 7 and 9), really extended."""
+    """Events firmware and a boot loader logged before the OS (PCR 4, 7 and 9), really
+    extended, with the EV_SEPARATORs the PFP requires on PCR 4 and 7 (3.3.4.2)."""
     from tboot_py import algorithms
     from tboot_py.eventlog import NewEvent, append_events
     from tboot_py.tpm import open_tpm
@@ -276,10 +277,12 @@ def _fake_firmware(s: Setup) -> Path:
     try:
         banks = tpm.banks()
         evs = []
-        for pcr, data in ((4, b"bootx64.efi"), (7, b"SecureBoot=0"), (9, b"grub: /boot/vmlinuz")):
+        sep = b"\x00\x00\x00\x00"
+        for pcr, etype, data in ((4, 0x04, sep), (4, 0x0D, b"bootx64.efi"), (7, 0x0D, b"SecureBoot=0"),
+                                 (7, 0x04, sep), (9, 0x0D, b"grub: /boot/vmlinuz")):
             digests = {b.name: b.digest(data) for b in banks}
             tpm.extend(pcr, digests)
-            evs.append(NewEvent(pcr, 0x0D, digests, data))
+            evs.append(NewEvent(pcr, etype, digests, data))
         append_events(fw, evs, banks)
         assert {b.name for b in banks} == {a.name for a in algorithms.DEFAULT_BANKS}
     finally:

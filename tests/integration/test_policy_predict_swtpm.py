@@ -79,10 +79,13 @@ def test_from_log_policy_admits_the_golden_machine(swtpm: Swtpm, tmp_path: Path)
     assert doc["rules"][0]["values"]["sha256"]["9"] == pcrread(swtpm.tcti, "sha256", 9)
 
     from tboot_py.measure import measure
-    from tboot_py.policy import measured
+    from tboot_py.policy import MeasuredComponent, measured
+    from tboot_py.policy.model import Component, DigestKind
 
-    ms = (measured(measure(kernel), component="kernel"), measured(measure(initrd), component="initrd"))
-    ms = (ms[0].__class__(ms[0].component, ms[0].kind, ms[0].digests, cmdline="console=hvc0"), ms[1])
+    cmd = "console=hvc0"
+    ms = (measured(measure(kernel), component="kernel"), measured(measure(initrd), component="initrd"),
+          MeasuredComponent(Component.CMDLINE, DigestKind.FILE,
+                            tuple((b, algorithms.by_name(b).digest(cmd.encode())) for b in ("sha256",)), cmdline=cmd))
     pcrs = {b: {9: bytes.fromhex(pcrread(swtpm.tcti, b, 9))} for b in ("sha1", "sha256", "sha384")}
     log = read_log(golden)
     v = evaluate(pol, Inputs(measurements=ms, pcrs=pcrs, events=firmware_events(log)))

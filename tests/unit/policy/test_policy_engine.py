@@ -121,17 +121,40 @@ def test_empty_digests_and_no_common_bank_deny() -> None:
 
 def test_cmdline_literal_and_digest() -> None:
     cmd = "console=hvc0 root=/dev/xvda1"
-    ins = inputs(measurements=(meas(Component.KERNEL, KERNEL, cmdline=cmd),))
+    # A tboot module hash binds the kernel's command line into the kernel measurement.
+    ins = inputs(measurements=(meas(Component.KERNEL, KERNEL, DigestKind.TBOOT_MODULE, cmdline=cmd),))
     lit = {"type": "reference", "component": "cmdline", "values": [{"label": "prod", "cmdline": cmd}]}
     dig = {"type": "reference", "component": "cmdline",
            "values": [{"label": "prod", "digests": {"sha256": h("sha256", cmd.encode()).hex()}}]}
     assert evaluate(pol(lit), ins).allowed
     assert evaluate(pol(dig), ins).allowed
-    other = inputs(measurements=(meas(Component.KERNEL, KERNEL, cmdline=cmd + " init=/bin/sh"),))
+    evil = cmd + " init=/bin/sh"
+    other = inputs(measurements=(meas(Component.KERNEL, KERNEL, DigestKind.TBOOT_MODULE, cmdline=evil),))
     v = evaluate(pol(lit), other)
     assert not v.allowed and v.failures[0].actual == cmd + " init=/bin/sh" and v.failures[0].expected == (cmd,)
     assert not evaluate(pol(dig), other).allowed
     assert evaluate(pol(lit), inputs()).failures[0].fatal  # no command line given at all
+    # A kernel measured as a plain file does not cover a command line: none is proven.
+    unbound = inputs(measurements=(meas(Component.KERNEL, KERNEL, cmdline=cmd),))
+    assert not evaluate(pol(lit), unbound).allowed
+
+
+def test_cmdlines_are_bound_to_their_component() -> None:
+    """The kernel's and the hypervisor's command lines are distinct components: a rule for
+    one does not accept the other, so swapped lines deny."""
+    kernel_cmd, xen_cmd = "console=hvc0", "console=com1 dom0_mem=512M"
+    k = {"type": "reference", "component": "cmdline", "values": [{"label": "k", "cmdline": kernel_cmd}]}
+    x = {"type": "reference", "component": "hypervisor-cmdline", "values": [{"label": "x", "cmdline": xen_cmd}]}
+    right = inputs(measurements=(meas(Component.CMDLINE, kernel_cmd.encode(), cmdline=kernel_cmd),
+                                 meas(Component.HYPERVISOR_CMDLINE, xen_cmd.encode(), cmdline=xen_cmd)))
+    swapped = inputs(measurements=(meas(Component.CMDLINE, xen_cmd.encode(), cmdline=xen_cmd),
+                                   meas(Component.HYPERVISOR_CMDLINE, kernel_cmd.encode(), cmdline=kernel_cmd)))
+    assert evaluate(pol(k, x), right, require_coverage=True).allowed
+    v = evaluate(pol(k, x), swapped, require_coverage=True)
+    assert not v.allowed and {f.actual for f in v.failures} == {kernel_cmd, xen_cmd}
+    # a policy naming only the kernel's command line does not cover the hypervisor's
+    v = evaluate(pol(k), right, require_coverage=True)
+    assert not v.allowed and any("hypervisor-cmdline" in f.message for f in v.failures)
 
 
 @pytest.mark.parametrize("mode", ["halt", "continue"])
@@ -181,11 +204,10 @@ def test_drtm_pcr_all_zero_or_ff_denies(fill: bytes) -> None:
 
 # ---------------------------------------------------------------- modes and composition
 
-def test_halt_stops_at_first_failure() -> None:
-    v = evaluate(pol(ref_rule("kernel", b"x"), ref_rule("initrd", INITRD)), inputs())
+def test_halt_denies_and_still_lists_every_reason() -> None:
+    v = evaluate(pol(ref_rule("kernel", b"x"), ref_rule("initrd", b"y"), ref_rule("initrd", INITRD)), inputs())
     assert not v.allowed
-    assert [r.check for r in v.reasons] == ["reference", "halt"]
-    assert "1 later rule(s) not evaluated" in v.reasons[1].message
+    assert [(r.component, r.passed) for r in v.reasons] == [("kernel", False), ("initrd", False), ("initrd", True)]
 
 
 def test_continue_evaluates_everything_and_denies() -> None:
@@ -283,18 +305,40 @@ def test_uefi_db_reasons_name_each_failure_and_summarise_passes() -> None:
 
 def test_event_rules() -> None:
     dg = h("sha256", b"ev")
-    evs = (FirmwareEvent(pcr=9, event_type=0xD, digests=(("sha256", dg),), data=b'{"tboot-py":1}', seq=4),
-           FirmwareEvent(pcr=4, event_type=0x80000003, digests=(), data="shim".encode("utf-16-le")))
+    shim = "shim".encode("utf-16-le")
+    evs = (FirmwareEvent(pcr=9, event_type=0xD, digests=(("sha256", dg),), data=b"ev", seq=4, bound=True),
+           FirmwareEvent(pcr=4, event_type=0x80000003, digests=(("sha256", h("sha256", shim)),), data=shim,
+                         bound=True))
     req = {"type": "events", "require": [{"type": "EV_IPL", "pcr": 9, "digest": f"sha256:{dg.hex()}"},
                                          {"data_contains": "shim"}]}
     assert evaluate(pol(req), inputs(events=evs)).allowed
-    missing = {"type": "events", "require": [{"type": "EV_IPL", "pcr": 8}]}
+    missing = {"type": "events", "require": [{"pcr": 8, "digest": f"sha256:{dg.hex()}"}]}
     assert not evaluate(pol(missing), inputs(events=evs)).allowed
     forbid = {"type": "events", "forbid": [{"type": "EV_EFI_BOOT_SERVICES_APPLICATION", "data_contains": "shim"}]}
     v = evaluate(pol(forbid), inputs(events=evs))
     assert not v.allowed and v.failures[0].pcr == 4
-    assert evaluate(pol({"type": "events", "forbid": [{"pcr": 12}]}), inputs(events=evs)).allowed
     assert not evaluate(pol(req, mode="nonfatal"), inputs(events=None)).allowed
+
+
+def test_event_rules_read_only_what_the_replay_proves() -> None:
+    """The type of an event is never extended: it narrows no match, and a matcher with
+    nothing else cannot be decided. Data counts only where its digest binds it."""
+    dg = h("sha256", b"ev")
+    retyped = (FirmwareEvent(pcr=9, event_type=0x80000007, digests=(("sha256", dg),), data=b"ev", bound=True),)
+    by_digest = {"type": "events", "forbid": [{"type": "EV_IPL", "pcr": 9, "digest": f"sha256:{dg.hex()}"}]}
+    assert not evaluate(pol(by_digest), inputs(events=retyped)).allowed  # retyping does not hide it
+    for kind in ("require", "forbid"):
+        type_only = {"type": "events", kind: [{"type": "EV_IPL", "pcr": 9}]}
+        v = evaluate(pol(type_only, mode="nonfatal"), inputs(events=retyped))
+        assert not v.allowed and v.failures[0].fatal and "never extended" in v.failures[0].message
+    unbound = (FirmwareEvent(pcr=4, event_type=0x80000003, digests=(("sha256", dg),), data=b"shim", bound=False),)
+    need = {"type": "events", "require": [{"pcr": 4, "data_contains": "shim"}]}
+    assert not evaluate(pol(need), inputs(events=unbound)).allowed
+    ban = {"type": "events", "forbid": [{"pcr": 4, "data_contains": "grub"}]}
+    v = evaluate(pol(ban, mode="nonfatal"), inputs(events=unbound))
+    assert not v.allowed and v.failures[0].fatal and "does not bind" in v.failures[0].message
+    v = evaluate(pol(ban), inputs(events=unbound, ordering={4: ("PCR 4 has 2 separators",)}))
+    assert not v.allowed and "2 separators" in v.failures[0].message
 
 
 # ---------------------------------------------------------------- tboot VLP rule
@@ -326,7 +370,8 @@ def test_vlp_rule_first_match_semantics() -> None:
 def test_event_rule_on_a_pcr_the_quote_does_not_back_denies(kind: str) -> None:
     from tboot_py.policy import FirmwareEvent
 
-    ev = FirmwareEvent(pcr=4, event_type=0x0D, digests=(("sha256", h("sha256", b"grub")),), data=b"grub")
+    ev = FirmwareEvent(pcr=4, event_type=0x0D, digests=(("sha256", h("sha256", b"grub")),), data=b"grub",
+                       bound=True)
     rule = {"type": "events", kind: [{"pcr": 14, "data_contains": "x"}]}
     base = {"measurements": (), "events": (ev,)}
     # Without event_pcrs every given event is authoritative: forbid passes, require fails.

@@ -11,6 +11,7 @@ from conftest import CORPUS, HAVE_CORPUS
 
 from tboot_py.tpm import wire as st
 from tboot_py.tpm.evidence import Evidence, parse_pcr_json
+from tboot_py.verify.errors import NonceTooShortError
 from tboot_py.verify.quote import check_quote, verify_quote
 
 STEM = "go-attestation__windows_gcp_shielded_vm"
@@ -31,8 +32,10 @@ def _evidence(b: dict[str, object], attest: bytes | None = None, sig: bytes | No
 def test_corpus_quote_verifies(corpus_dir: Path) -> None:
     b = _bundle(corpus_dir)
     ak = st.parse_public(bytes.fromhex(str(b["ak_public_hex"])))
-    v = verify_quote(_evidence(b), ak, bytes.fromhex(str(b["nonce_hex"])),
-                     st.PCRSelection.of({"sha1": range(24)}))
+    assert b["nonce_hex"] == ""  # an archived quote over no nonce: it proves no freshness
+    with pytest.raises(NonceTooShortError):
+        verify_quote(_evidence(b), ak, b"", st.PCRSelection.of({"sha1": range(24)}))
+    v = verify_quote(_evidence(b), ak, b"", st.PCRSelection.of({"sha1": range(24)}), allow_empty_nonce=True)
     assert v.sign_hash == "sha1"
     # The quoted values are the TPM-read PCRs the corpus records independently.
     expected = json.loads((corpus_dir / "expected" / f"{STEM}.pcrs.json").read_text())
@@ -56,6 +59,6 @@ def test_flipped_byte_fails(corpus_dir: Path, part: str, offset: int) -> None:
     raw = bytearray.fromhex(str(b["quote_hex"] if part == "attest" else b["signature_hex"]))
     raw[offset] ^= 0x5A
     ev = _evidence(b, attest=bytes(raw)) if part == "attest" else _evidence(b, sig=bytes(raw))
-    r = check_quote(ev, ak, bytes.fromhex(str(b["nonce_hex"])))
+    r = check_quote(ev, ak, b"", allow_empty_nonce=True)
     assert not r.ok, f"{part} byte {offset} changed and the quote still verified"
     assert r.error is not None and r.reason

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tboot_py.errors import TPMError
-from tboot_py.tpm._esapi import EsapiTPM, tss_errors
+from tboot_py.tpm.esapi import EsapiTPM, tss_errors
 
 from tpm2_pytss import TSS2_Exception  # isort: skip
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_HT, TPM2_RH, TPM2_SE  # isort: skip

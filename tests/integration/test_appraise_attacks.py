@@ -1,0 +1,268 @@
+"""Attacks on the appraisal core, each on a real quote signed by swtpm.
+
+The attacker holds root on the attested host after boot: it can extend any PCR and edit
+every log in the evidence, but not forge the AK's signature. Each attack was allowed by
+the verifier before the appraisal core; each must now be refused, and the reason must name
+what was forged. The honest boot is allowed (so each refusal is the attack's doing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _attack_boot import EBS, SEPARATOR, Boot, edit, policy_text, quote, sha1_format, variable, with_logs
+from conftest import start_swtpm
+
+from tboot_py.appraise import Appraisal, Appraiser, TrustConfig
+from tboot_py.eventlog import NewEvent, encode_log, parse_log
+from tboot_py.eventlog import model as m
+from tboot_py.eventlog.decode import encode_tboot_py
+from tboot_py.eventlog.efi import EFI_GLOBAL_VARIABLE
+from tboot_py.policy import Policy, load_policy
+from tboot_py.tpm import open_tpm
+from tboot_py.tpm.evidence import Evidence
+from tboot_py.tpm.swtpm import Swtpm
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Host:
+    """A booted host: its TPM, its boot, and a quote of it."""
+
+    sw: Swtpm
+    tpm: object
+    boot: Boot
+    dir: Path
+
+    def logs(self) -> list[tuple[str, bytes]]:
+        return [("firmware", self.boot.firmware_log()), ("tboot-py", self.boot.tboot_py)]
+
+    def quote(self, logs: list[tuple[str, bytes]] | None = None, **kw: object) -> tuple[Evidence, bytes, object]:
+        return quote(self.tpm, self.dir / "state", logs if logs is not None else self.logs(), **kw)  # type: ignore[arg-type]
+
+    def policy(self, **kw: object) -> Policy:
+        p = self.dir / "policy.toml"
+        p.write_text(policy_text(self.boot, **kw))  # type: ignore[arg-type]
+        return load_policy(p)
+
+    def appraise(self, ev: Evidence, nonce: bytes, ak: object, policy: Policy | None = None,
+                 **trust: object) -> Appraisal:
+        return Appraiser(TrustConfig(ak=ak, policy=policy or self.policy(), **trust)).appraise(  # type: ignore[arg-type]
+            ev, nonce)
+
+    def extend(self, pcr: int, data: bytes) -> dict[str, bytes]:
+        digests = {b.name: b.digest(data) for b in self.tpm.banks()}  # type: ignore[attr-defined]
+        self.tpm.extend(pcr, digests)  # type: ignore[attr-defined]
+        return digests
+
+
+def _boot(tmp: Path, ca_dir: Path, secure_boot: bool = True) -> Iterator[Host]:
+    sw = start_swtpm(tmp / "swtpm", ca_dir)
+    tpm = open_tpm(sw.tcti)
+    try:
+        yield Host(sw, tpm, Boot.make(tpm, tmp, secure_boot=secure_boot), tmp)
+    finally:
+        tpm.close()  # type: ignore[attr-defined]
+        sw.stop()
+
+
+@pytest.fixture
+def host(tmp_path: Path, ca_dir: Path) -> Iterator[Host]:
+    yield from _boot(tmp_path, ca_dir)
+
+
+@pytest.fixture
+def sb_off_host(tmp_path: Path, ca_dir: Path) -> Iterator[Host]:
+    yield from _boot(tmp_path, ca_dir, secure_boot=False)
+
+
+def denied(r: Appraisal, *needles: str) -> str:
+    assert not r.allowed, "the attack was allowed"
+    text = " | ".join([r.error.diagnostics()] if r.error is not None else []
+                      + [x.message for x in r.verdict.failures])
+    for n in needles:
+        assert n in text, f"{n!r} not in: {text}"
+    return text
+
+
+def test_honest_boot_is_allowed(host: Host) -> None:
+    ev, nonce, ak = host.quote()
+    r = host.appraise(ev, nonce, ak)
+    assert r.allowed, [x.message for x in r.verdict.failures]
+    assert r.verified is not None and r.verified.fresh
+    passed = {x.check for x in r.verdict.reasons if x.passed}
+    assert {"reference", "secure-boot", "uefi-db"} <= passed
+
+
+# ---------------------------------------------------------------- tboot-py records
+
+
+def _record_seq(log: bytes, component: str) -> int:
+    return next(e.seq for e in parse_log(log).events if f'"component":"{component}"'.encode() in e.data)
+
+
+def test_edited_record_data_is_refused(host: Host) -> None:
+    """The command line in the record is rewritten; the digest (of the record) stays."""
+    ev, nonce, ak = host.quote()
+    seq = _record_seq(host.boot.tboot_py, "cmdline")
+    old = parse_log(host.boot.tboot_py).events[seq].data
+    forged = edit(host.boot.tboot_py, seq, data=old.replace(b"console=hvc0 ro", b"console=hvc0 rw"))
+    denied(host.appraise(with_logs(ev, [host.logs()[0], ("tboot-py", forged)]), nonce, ak),
+           "cmdline record's data was edited")
+
+
+def test_relabelled_record_is_refused(host: Host) -> None:
+    """The kernel record renamed the initrd (component and kind are in the bound data)."""
+    ev, nonce, ak = host.quote()
+    seq = _record_seq(host.boot.tboot_py, "kernel")
+    old = parse_log(host.boot.tboot_py).events[seq].data
+    forged = edit(host.boot.tboot_py, seq, data=old.replace(b'"component":"kernel"', b'"component":"initrd"'))
+    denied(host.appraise(with_logs(ev, [host.logs()[0], ("tboot-py", forged)]), nonce, ak), "data was edited")
+
+
+def test_record_that_does_not_decode_denies(host: Host) -> None:
+    """An evil second launch is measured, then its record is garbled so a verifier that
+    skips what it cannot read would see only the approved launch."""
+    evil = encode_tboot_py("kernel", "file", "evil", None, (("sha256", b"\xee" * 32),))
+    digests = host.extend(9, evil)
+    garbled = evil.replace(b"\"kind\":\"file\"", b"\"kind\":file")  # no longer JSON
+    log = _append(host, host.boot.tboot_py, [NewEvent(9, m.EV_IPL, digests, garbled)])
+    ev, nonce, ak = host.quote([host.logs()[0], ("tboot-py", log)])
+    denied(host.appraise(ev, nonce, ak), "does not decode")
+
+
+def test_disguised_record_after_ours_denies(host: Host) -> None:
+    """Root measures an evil kernel after the approved launch and logs it as a boot loader's
+    file measurement (retyped, data rewritten): it sits after tboot-py's records on PCR 9."""
+    evil = encode_tboot_py("kernel", "file", "evil", None, (("sha256", b"\xee" * 32),))
+    digests = host.extend(9, evil)
+    log = _append(host, host.boot.tboot_py, [NewEvent(9, m.EV_POST_CODE, digests, b"grub: /boot/grub/font.pf2")])
+    ev, nonce, ak = host.quote([host.logs()[0], ("tboot-py", log)])
+    denied(host.appraise(ev, nonce, ak), "hidden or disguised measurement")
+
+
+def _append(host: Host, log: bytes, events: list[NewEvent]) -> bytes:
+    banks = host.tpm.banks()  # type: ignore[attr-defined]
+    return log + encode_log(events, banks)[len(encode_log([], banks)):]
+
+
+def test_v1_record_with_edited_cmdline_is_refused(host: Host) -> None:
+    """A version 1 record extends the command line's own hash: an approved string written
+    over the measured one no longer hashes to the digest."""
+    import json
+
+    digests = host.extend(9, b"console=hvc0 init=/bin/sh")
+    rec = json.dumps({"tboot-py": 1, "component": "cmdline", "kind": "file", "file": "cmdline",
+                      "cmdline": "console=hvc0 ro"}).encode()
+    log = _append(host, host.boot.tboot_py, [NewEvent(9, m.EV_IPL, digests, rec)])
+    ev, nonce, ak = host.quote([host.logs()[0], ("tboot-py", log)])
+    denied(host.appraise(ev, nonce, ak), "does not hash to its digest")
+
+
+# ---------------------------------------------------------------- firmware events
+
+def _fw_seq(host: Host, pcr: int, etype: int, contains: bytes = b"") -> int:
+    log = parse_log(host.boot.firmware_log())
+    return next(e.seq for e in log.events if e.pcr == pcr and e.event_type == etype and contains in e.data)
+
+
+def test_rewritten_secure_boot_variable_is_refused(sb_off_host: Host) -> None:
+    """Secure Boot was off; the SecureBoot variable's data is rewritten to on."""
+    h = sb_off_host
+    ev, nonce, ak = h.quote()
+    seq = _fw_seq(h, 7, m.EV_EFI_VARIABLE_DRIVER_CONFIG, "SecureBoot".encode("utf-16-le"))
+    forged = edit(h.boot.firmware_log(), seq, data=variable(EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x01"))
+    text = denied(h.appraise(with_logs(ev, [("firmware", forged), h.logs()[1]]), nonce, ak),
+                  "Secure Boot configuration is unknown")
+    assert "Secure Boot is enabled" not in text
+
+
+def test_retyped_authority_does_not_hide_it(host: Host) -> None:
+    """The authority that verified the boot loader is forbidden; retyping its event (the type
+    is never extended) does not hide it: authorities are read by content."""
+    ev, nonce, ak = host.quote()
+    seq = _fw_seq(host, 7, m.EV_EFI_VARIABLE_AUTHORITY)
+    forged = edit(host.boot.firmware_log(), seq, event_type=m.EV_EFI_ACTION)
+    pol = host.policy(forbid_authority=True)
+    honest = host.appraise(ev, nonce, ak, pol)
+    denied(honest, "forbidden x509:")
+    denied(host.appraise(with_logs(ev, [("firmware", forged), host.logs()[1]]), nonce, ak, pol), "forbidden x509:")
+
+
+def test_relabelled_separator_and_late_secure_boot_variable(sb_off_host: Host) -> None:
+    """Secure Boot was off. After boot, root extends PCR 7 with SecureBoot=1 and another
+    separator, and relabels the firmware's separator as an EV_EFI_ACTION, so that a parser
+    going by types sees one separator with SecureBoot=1 before it."""
+    h = sb_off_host
+    late = variable(EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x01")
+    d1, d2 = h.extend(7, late), h.extend(7, SEPARATOR)
+    fw = parse_log(h.boot.firmware_log())
+    sep = next(e.seq for e in fw.events if e.pcr == 7 and e.event_type == m.EV_SEPARATOR)
+    relabelled = parse_log(edit(h.boot.firmware_log(), sep, event_type=m.EV_EFI_ACTION))
+    events = [NewEvent(e.pcr, e.event_type, {m.bank_name(a): d for a, d in e.digests}, e.data)
+              for e in relabelled.events[1:]]
+    events += [NewEvent(7, m.EV_EFI_VARIABLE_DRIVER_CONFIG, d1, late), NewEvent(7, m.EV_SEPARATOR, d2, SEPARATOR)]
+    forged = encode_log(events, h.tpm.banks())  # type: ignore[attr-defined]
+    ev, nonce, ak = h.quote([("firmware", forged), h.logs()[1]])
+    denied(h.appraise(ev, nonce, ak), "PCR 7 has 2 separators", "SecureBoot measured after PCR 7's separator")
+
+
+def test_log_split_in_two_is_read_whole(host: Host) -> None:
+    """The forbidden authority is moved into a second firmware log; boot facts read from the
+    first log alone would miss it."""
+    fw = host.boot.firmware
+    i = next(k for k, e in enumerate(fw) if e.event_type == m.EV_EFI_VARIABLE_AUTHORITY)
+    first = host.boot.firmware_log(fw[:i] + fw[i + 1:])
+    second = host.boot.firmware_log([fw[i]])
+    ev, nonce, ak = host.quote()
+    split = with_logs(ev, [("firmware", first), ("firmware-2", second), host.logs()[1]])
+    pol = host.policy(forbid_authority=True)
+    # (the split log still replays: PCR 7's order is the same across the two logs)
+    r = host.appraise(split, nonce, ak, pol)
+    assert r.verified is not None
+    denied(r, "forbidden x509:")
+
+
+def test_sha1_format_rewrite_is_refused(host: Host) -> None:
+    """Both logs rewritten in SHA-1 format: they replay against the quote's sha1 bank, but
+    the quote also covers sha256 (and sha384), which must replay too."""
+    ev, nonce, ak = host.quote()
+    rewritten = with_logs(ev, [("firmware", sha1_format([host.boot.firmware_log(), host.boot.tboot_py]))])
+    denied(host.appraise(rewritten, nonce, ak), "carries no sha256 digests", "every quoted bank must replay")
+
+
+def test_sha1_only_quote_is_refused_when_sha256_is_required(host: Host) -> None:
+    ev, nonce, ak = host.quote(banks=["sha1"])
+    rewritten = with_logs(ev, [("firmware", sha1_format([host.boot.firmware_log(), host.boot.tboot_py]))])
+    denied(host.appraise(rewritten, nonce, ak), "bank sha256 is required")
+
+
+@pytest.mark.parametrize("nonce", [b"", b"\x01", b"\x01" * 7])
+def test_short_nonce_is_refused(host: Host, nonce: bytes) -> None:
+    ev, _, ak = host.quote(nonce=nonce)
+    denied(host.appraise(ev, nonce, ak), "empty" if not nonce else "at least 8 are required")
+    if nonce:  # a legacy quote may be accepted on request, never an empty nonce
+        assert host.appraise(ev, nonce, ak, min_nonce_bytes=1).allowed
+
+
+def test_unbound_data_cannot_satisfy_an_event_rule(host: Host) -> None:
+    """An events rule requiring the ExitBootServices action is satisfied by the bound event;
+    rewritten data claiming something else on PCR 5 is not believed."""
+    extra = '[[rules]]\ntype = "events"\nrequire = [{pcr = 5, data_contains = "Exit Boot Services Invocation"}]\n'
+    ev, nonce, ak = host.quote()
+    assert host.appraise(ev, nonce, ak, host.policy(extra=extra)).allowed
+    seq = _fw_seq(host, 5, m.EV_EFI_ACTION, EBS[0])
+    forged = edit(host.boot.firmware_log(), seq, data=b"Something else")
+    extra2 = '[[rules]]\ntype = "events"\nrequire = [{pcr = 5, data_contains = "Something else"}]\n'
+    denied(host.appraise(with_logs(ev, [("firmware", forged), host.logs()[1]]), nonce, ak,
+                         host.policy(extra=extra2)), "required event not found")
+
+
+def test_late_extend_without_a_log_entry_breaks_the_replay(host: Host) -> None:
+    host.extend(9, b"anything")
+    ev, nonce, ak = host.quote()
+    denied(host.appraise(ev, nonce, ak), "PCR 9")
