@@ -44,35 +44,26 @@ def trusted_ak(ak_public: bytes, ek_public: bytes | None) -> Any:
 
 def appraise_evidence(evidence: Evidence, nonce: bytes, ak_public: bytes, ek_public: bytes | None,
                       policy: Policy | None) -> Outcome:
-    """Appraise ``evidence`` for ``nonce`` with the host's bound AK and policy. Never raises
-    for bad evidence."""
-    from tboot_py.verify.appraise import appraise
-    from tboot_py.verify.evidence import check_evidence
+    """Appraise ``evidence`` for ``nonce`` with the host's bound AK and policy, through the
+    appraisal core (tboot_py.appraise). Never raises for bad evidence."""
+    from tboot_py.appraise import Appraiser, TrustConfig
 
     try:
         ak = trusted_ak(ak_public, ek_public)
     except Exception as e:  # a stored key that no longer parses: fail closed
         return Outcome(False, f"bound AK unusable: {e}", {"verified": False, "reason": str(e)}, (), None)
-    check = check_evidence(evidence, ak, nonce)
-    details: dict[str, Any] = {"verified": check.ok, "reason": check.reason, **check.summary()}
-    if check.verified is None:
-        return Outcome(False, check.reason or "evidence not verified", details, (), None)
+    result = Appraiser(TrustConfig(ak=ak, policy=policy)).appraise(evidence, nonce)
+    details: dict[str, Any] = result.as_json()
+    if result.verified is None:
+        return Outcome(False, details["reason"] or "evidence not verified", details, (), None)
     parsed = st.parse_attest(evidence.untrusted_attest)
     pcr_digest = None if parsed.quote is None else parsed.quote.pcr_digest.hex()
     details["verified_pcrs"] = {b: {str(i): v.hex() for i, v in sorted(r.items())}
-                                for b, r in check.verified.pcrs.pcrs.items()}
+                                for b, r in result.verified.pcrs.pcrs.items()}
     if policy is None:
         details["verdict"] = None
         return Outcome(False, "no policy is set for this host", details, (), pcr_digest)
-    try:
-        verdict = appraise(check.verified, [(b.name, b.data) for b in evidence.event_logs], policy).verdict
-    except Exception as e:  # fail closed, one line
-        details["reason"] = f"appraisal failed: {type(e).__name__}: {e}"
-        return Outcome(False, details["reason"], details, (), pcr_digest)
-    details["verdict"] = verdict.as_json()
-    details["allowed"] = verdict.allowed
-    return Outcome(verdict.allowed, _first_reason(details, verdict.allowed), details, tuple(verdict.quirks),
-                   pcr_digest)
+    return Outcome(result.allowed, _first_reason(details, result.allowed), details, result.quirks, pcr_digest)
 
 
 def _first_reason(details: dict[str, Any], allowed: bool) -> str:

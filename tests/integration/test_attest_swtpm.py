@@ -189,7 +189,8 @@ def test_cli_attest_and_verify(swtpm: Swtpm, ca_dir: Path, tmp_path: Path) -> No
     # --pcrs names what the quote must cover at least; --exact demands that selection and no more.
     r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha256:0-3,7")
     assert r.rc == 0, r.out
-    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha256:0-3,7", "--exact")
+    nonce = "0a0b0c0d0e0f1011"
+    r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", nonce, "--pcrs", "sha256:0-3,7", "--exact")
     assert r.rc == 1 and "selection" in r.out
     r = run_cli("verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011", "--pcrs", "sha256:0-7", "--exact")
     assert r.rc == 0, r.out
