@@ -118,7 +118,8 @@ def _demo(work: Path, art: object, initrd: Path, tpm: object) -> int:
              "--kind", "pe", "--label", f"linux {art.kernel_package_version}")
     tboot_py("policy", "add", str(policy), "--component", "initrd", "--file", str(initrd), "--label", "demo initrd")
     tboot_py("policy", "add", str(policy), "--component", "cmdline", "--cmdline", CMDLINE, "--label", "dom0")
-    tboot_py("policy", "add", str(policy), "--component", "cmdline", "--cmdline", XEN_CMDLINE, "--label", "xen")
+    tboot_py("policy", "add", str(policy), "--component", "hypervisor-cmdline", "--cmdline", XEN_CMDLINE,
+             "--label", "xen")
     tboot_py("policy", "keygen", "-o", str(key))
     tboot_py("policy", "sign", str(policy), "--key", str(key), "-o", str(signed))
     con.print(tboot_py("policy", "show", str(signed), "--trust-key", f"{key}.pub").stdout, markup=False) \

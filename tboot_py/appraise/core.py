@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tboot_py.errors import Error, VerificationError
-from tboot_py.policy.model import Mode, Policy, Reason, Verdict
+from tboot_py.policy.model import AllOf, AnyOf, EventRule, Mode, Policy, Reason, Rule, Verdict
 from tboot_py.tpm.evidence import Evidence
 from tboot_py.tpm.wire import PCRSelection
 from tboot_py.verify import errors as ve
@@ -151,6 +151,10 @@ class Appraiser:
         return Appraisal(boot, verdict)
 
 
+def _has(rules: Sequence[Rule], kind: type) -> bool:
+    return any(isinstance(r, kind) or (isinstance(r, AllOf | AnyOf) and _has(r.rules, kind)) for r in rules)
+
+
 def evaluate_boot(boot: VerifiedBoot, policy: Policy, own_records: Sequence[bytes] | None = None) -> Verdict:
     """Steps 2-4 on a verified boot."""
     from tboot_py.appraise import facts
@@ -170,8 +174,10 @@ def evaluate_boot(boot: VerifiedBoot, policy: Policy, own_records: Sequence[byte
         else:
             measurements = measurements[-n:]
     order = facts.ordering(bound)
+    # Event rules are the only readers of every event: build their inputs only for them.
+    events = facts.firmware_events(bound) if _has(policy.rules, EventRule) else ()
     inputs = Inputs(measurements=measurements, pcrs=boot.pcrs.pcrs, boot=facts.boot_facts(bound, order),
-                    events=facts.firmware_events(bound), quirks=boot.quirks, event_pcrs=boot.backed_pcrs,
+                    events=events, quirks=boot.quirks, event_pcrs=boot.backed_pcrs,
                     findings=tuple(findings), ordering=order)
     verdict = evaluate(policy, inputs, require_coverage=True)
     if not boot.fresh:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from typing import NamedTuple
 
 from tboot_py import algorithms
 from tboot_py.errors import ParseError
@@ -46,8 +48,7 @@ NOT_AUTHORITIES = frozenset({"SbatLevel", "MokListTrusted"})
 FIRMWARE_PCRS = range(8)
 
 
-@dataclass(frozen=True, slots=True)
-class BoundEvent:
+class BoundEvent(NamedTuple):
     """A verified event with what its digests bind."""
 
     event: VerifiedEvent
@@ -84,13 +85,20 @@ def separator(e: BoundEvent) -> str | None:
     no separator."""
     if e.binding is not None and not e.binding.whole:
         return None
-    pairs = [(algorithms.by_id(a), d) for a, d in e.event.digests]
-    if not pairs or any(alg is None or not alg.available for alg, _ in pairs):
+    kinds = [_separator_digests(a).get(d) for a, d in e.event.digests]
+    if not kinds or kinds[0] is None or any(k != kinds[0] for k in kinds):
         return None
-    for value, kind in ((SEPARATOR_VALUES[0], "ok"), (SEPARATOR_VALUES[1], "ok"), (SEPARATOR_ERROR, "error")):
-        if all(alg.digest(value) == d for alg, d in pairs if alg is not None):
-            return kind
-    return None
+    return kinds[0]
+
+
+@cache
+def _separator_digests(alg_id: int) -> dict[bytes, str]:
+    """digest -> "ok" | "error" for the separator values in one bank."""
+    alg = algorithms.by_id(alg_id)
+    if alg is None or not alg.available:
+        return {}
+    return {alg.digest(SEPARATOR_VALUES[0]): "ok", alg.digest(SEPARATOR_VALUES[1]): "ok",
+            alg.digest(SEPARATOR_ERROR): "error"}
 
 
 def is_separator(e: BoundEvent) -> bool:
@@ -110,7 +118,13 @@ class Launched:
 
 
 def _banks(e: VerifiedEvent) -> tuple[tuple[str, bytes], ...]:
-    return tuple((alg.name, d) for a, d in e.digests if (alg := algorithms.by_id(a)) is not None)
+    return tuple((name, d) for a, d in e.digests if (name := _bank_name(a)) is not None)
+
+
+@cache
+def _bank_name(alg_id: int) -> str | None:
+    alg = algorithms.by_id(alg_id)
+    return alg.name if alg is not None else None
 
 
 def launched(events: Sequence[BoundEvent]) -> Launched:
@@ -119,12 +133,13 @@ def launched(events: Sequence[BoundEvent]) -> Launched:
     records: list[bytes] = []
     findings: list[Reason] = []
     first_on: dict[int, int] = {}
+    claims = [looks_like_tboot_py(be.event.untrusted_data) for be in events]
     for i, be in enumerate(events):
-        if looks_like_tboot_py(be.event.untrusted_data):
+        if claims[i]:
             first_on.setdefault(be.pcr, i)
     for i, be in enumerate(events):
         e = be.event
-        if not looks_like_tboot_py(e.untrusted_data):
+        if not claims[i]:
             start = first_on.get(e.pcr)
             if start is not None and i > start:
                 findings.append(_finding(

@@ -11,6 +11,8 @@ import contextlib
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from tboot_py import algorithms
 from tboot_py.eventlog import model as m
@@ -110,21 +112,27 @@ def binding(data: bytes, digests: Iterable[tuple[int, bytes]]) -> Binding | None
     """The bytes that every digest (in a bank this OpenSSL computes) is the hash of, or None
     when no standard form of ``data`` hashes to all of them, or no bank can be computed.
     A replay that matches a quote proves data only through such a binding."""
-    pairs: list[tuple[algorithms.HashAlg, bytes]] = []
+    pairs: list[tuple[Any, bytes]] = []
     for alg_id, d in digests:
-        alg = algorithms.by_id(alg_id)
-        if alg is None or not alg.available:
+        ctor = _hash_ctor(alg_id)
+        if ctor is None:
             return None  # a bank nobody can recompute binds nothing
-        pairs.append((alg, d))
+        pairs.append((ctor, d))
     if not pairs:
         return None
-    first_alg, first_d = pairs[0]
-    if first_alg.digest(data) == first_d:
-        return Binding(data, "whole") if all(a.digest(data) == d for a, d in pairs[1:]) else None
+    first_ctor, first_d = pairs[0]
+    if first_ctor(data).digest() == first_d:
+        return Binding(data, "whole") if all(c(data).digest() == d for c, d in pairs[1:]) else None
     for f, form in _forms(data):
-        if all(a.digest(f) == d for a, d in pairs):
+        if all(c(f).digest() == d for c, d in pairs):
             return Binding(f, form)
     return None
+
+
+@cache
+def _hash_ctor(alg_id: int) -> Any:
+    alg = algorithms.by_id(alg_id)
+    return alg.ctor if alg is not None and alg.available else None
 
 
 def check_event(e: Event) -> DigestCheck:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
@@ -98,9 +99,9 @@ def fold(alg: HashAlg, init: bytes, digests: Iterable[bytes]) -> bytes:
     return v
 
 
-@dataclass(frozen=True, slots=True)
-class Extend:
-    """One extend of one PCR in one bank: the record, the log it came from, its digest."""
+class Extend(NamedTuple):
+    """One extend of one PCR in one bank: the record, the log it came from, its digest.
+    (A NamedTuple: a replay makes one per record and bank, and verifiers run many.)"""
 
     log: int  # index of the log in the replayed sequence
     event: Event
@@ -151,11 +152,13 @@ def replay_bank_logs(logs: Sequence[EventLog], alg: HashAlg) -> BankReplay:
                 d = dg[pos][1]
             else:
                 d = next((dd for a, dd in dg if a == alg_id), None)
+            trail = extends.get(e.pcr)
+            if trail is None:
+                trail = extends[e.pcr] = []
             if d is None:
                 incomplete.setdefault(e.pcr, Extend(i, e, b""))
-                extends.setdefault(e.pcr, [])
                 continue
-            extends.setdefault(e.pcr, []).append(Extend(i, e, d))
+            trail.append(Extend(i, e, d))
     return BankReplay(alg, StartState.of(logs), {p: tuple(x) for p, x in extends.items()}, incomplete)
 
 

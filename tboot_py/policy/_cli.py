@@ -9,7 +9,7 @@ from typing import Any
 from tboot_py.errors import EXIT_OK
 
 MODES = ("halt", "continue", "nonfatal")
-COMPONENTS = ("hypervisor", "kernel", "initrd", "cmdline")
+COMPONENTS = ("hypervisor", "kernel", "initrd", "cmdline", "hypervisor-cmdline")
 
 
 def register(sub: Any) -> None:
@@ -146,10 +146,10 @@ def _add(args: argparse.Namespace) -> int:
     pol = load_policy(args.policy, allow_empty=True)
     comp = Component(args.component)
     expires = _serialize._date(args.expires, "--expires") if args.expires else None
-    if comp is Component.CMDLINE:
+    if comp.is_cmdline:
         if args.cmdline is None or args.file is not None:
-            raise InputError("--component cmdline takes --cmdline S and no --file")
-        value = ReferenceValue(label=args.label or "cmdline", digests=(), kind=DigestKind.FILE,
+            raise InputError(f"--component {comp.value} takes --cmdline S and no --file")
+        value = ReferenceValue(label=args.label or comp.value, digests=(), kind=DigestKind.FILE,
                                version=args.value_version, expires=expires, cmdline=args.cmdline)
     else:
         if args.file is None:

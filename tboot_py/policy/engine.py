@@ -15,7 +15,7 @@ Semantics (README.md, "Policy"):
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tboot_py import algorithms
@@ -400,7 +400,8 @@ class _Evaluator:
                          pcr=m.pcr, expected=(label if want else f"no {label}",), fatal=True)
                 passed, fatal = False, True
                 continue
-            hit = next((e for e in evs if _event_matches(m, e)), None)
+            match = _matcher(m)
+            hit = next((e for e in evs if match(e)), None)
             if want and hit is None:
                 self.add(name, "events", False, f"required event not found: {label}", expected=(label,))
                 passed = False
@@ -494,20 +495,26 @@ def _all_zero_or_ff(v: bytes) -> bool:
     return v == b"\x00" * len(v) or v == b"\xff" * len(v)
 
 
-def _event_matches(m: EventMatcher, e: FirmwareEvent) -> bool:
+def _matcher(m: EventMatcher) -> Callable[[FirmwareEvent], bool]:
     """Match on what the replay proves: PCR, digest, and data only where bound. The event's
     type is untrusted and never narrows a match (a retyped event still matches)."""
-    if m.pcr is not None and e.pcr != m.pcr:
-        return False
-    if m.digest is not None and (m.digest[0], m.digest[1]) not in e.digests:
-        return False
-    if m.data_contains is not None:
-        if not e.bound:
+    pcr, digest = m.pcr, (m.digest[0], m.digest[1]) if m.digest is not None else None
+    needles = (m.data_contains.encode(), m.data_contains.encode("utf-16-le")) if m.data_contains is not None else ()
+
+    def match(e: FirmwareEvent) -> bool:
+        if pcr is not None and e.pcr != pcr:
             return False
-        needle = m.data_contains
-        if needle.encode() not in e.data and needle.encode("utf-16-le") not in e.data:
+        if digest is not None and digest not in e.digests:
             return False
-    return True
+        if needles:
+            if not e.bound:
+                return False
+            data = e.data
+            if needles[0] not in data and needles[1] not in data:
+                return False
+        return True
+
+    return match
 
 
 def _matcher_text(m: EventMatcher) -> str:

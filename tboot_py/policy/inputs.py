@@ -38,7 +38,7 @@ class MeasuredComponent:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FirmwareEvent:
     """A firmware-log event, reduced to what rules look at."""
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextvars
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tboot_py import algorithms
 from tboot_py.errors import Error, ParseError, VerificationError
@@ -35,8 +35,7 @@ _MINTING: contextvars.ContextVar[bool] = contextvars.ContextVar("_minting_boot",
 DEFAULT_REQUIRED_BANKS: tuple[str, ...] = ("sha256",)
 
 
-@dataclass(frozen=True, slots=True)
-class VerifiedEvent:
+class VerifiedEvent(NamedTuple):
     """A record whose PCR replays, in every quoted bank, to the verified quote.
 
     The replay proves ``pcr`` and ``digests`` (quoted banks only) and the record's place in
@@ -51,7 +50,7 @@ class VerifiedEvent:
     pcr: int
     digests: tuple[tuple[int, bytes], ...]  # (TPM_ALG_ID, digest) for each quoted bank
     untrusted_type: int
-    untrusted_data: bytes = field(repr=False)
+    untrusted_data: bytes
 
     def digest(self, alg_id: int) -> bytes | None:
         for a, d in self.digests:
@@ -205,9 +204,9 @@ def verify_evidence(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
                 applied.append(quirk)
         replayed[alg.name] = tuple(sorted(r.extends))
 
-    ids = [a.alg_id for a in quoted]
+    ids = {a.alg_id for a in quoted}
     events = tuple(
-        VerifiedEvent(names[i], i, e.seq, e.pcr, tuple((a, d) for a in ids if (d := e.digest(a)) is not None),
+        VerifiedEvent(names[i], i, e.seq, e.pcr, tuple((a, d) for a, d in e.digests if a in ids),
                       e.event_type, e.data)
         for i, log in enumerate(logs) for e in log.events if e.extends)
     token = _MINTING.set(True)
