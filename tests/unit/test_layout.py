@@ -52,9 +52,12 @@ def _is_stage(mod: str) -> bool:
 
 
 def test_no_import_cycles() -> None:
-    """Between modules (a package importing its own submodules lazily is not a cycle), and
+    """Between modules (a package importing its own submodules lazily is not a cycle; the
+    command-line shell above every stage, tboot_py._cli and its generators, is left out), and
     between stages."""
-    g = {m: {d for d in deps if not d.startswith(m + ".")} for m, deps in graph().items()}
+    shell = {"tboot_py._cli", "tboot_py._docs", "tboot_py.__main__"}
+    g = {m: {d for d in deps if not d.startswith(m + ".") and d not in shell}
+         for m, deps in graph().items() if m not in shell}
     _acyclic(g)
     stages: dict[str, set[str]] = {}
     for m, deps in graph().items():
