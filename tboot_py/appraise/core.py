@@ -17,18 +17,21 @@ they build a request and print or store the result, and hold no decision logic.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tboot_py.errors import Error, VerificationError
-from tboot_py.policy.model import AllOf, AnyOf, EventRule, Mode, Policy, Reason, Rule, Verdict
-from tboot_py.tpm.evidence import Evidence
-from tboot_py.tpm.wire import PCRSelection
 from tboot_py.verify import errors as ve
-from tboot_py.verify.evidence import DEFAULT_REQUIRED_BANKS, VerifiedBoot, verify_evidence
+from tboot_py.verify.evidence import DEFAULT_REQUIRED_BANKS, VerifiedBoot, check_evidence, verify_evidence
 from tboot_py.verify.quote import AKPublic, QuoteHistory, VerifiedPCRs
+
+if TYPE_CHECKING:  # the policy stage loads only when a policy is appraised (fast `verify`)
+    from tboot_py.policy.model import Policy, Rule, Verdict
+    from tboot_py.tpm.evidence import Evidence
+    from tboot_py.tpm.wire import PCRSelection
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class Appraisal:
 
 
 def _denied(message: str, policy: Policy | None, check: str = "verify") -> Verdict:
+    from tboot_py.policy.model import Mode, Reason, Verdict
+
     return Verdict(allowed=False, reasons=(Reason(rule="evidence", check=check, passed=False, message=message,
                                                   fatal=True),),
                    mode=policy.mode if policy is not None else Mode.HALT,
@@ -114,6 +119,15 @@ class Appraiser:
         if trust.min_nonce_bytes < 1:
             raise ValueError("min_nonce_bytes must be at least 1: an empty nonce never makes a quote fresh")
         self.trust = trust
+
+    def check(self, evidence: Evidence, nonce: bytes, history: QuoteHistory | VerifiedPCRs | None = None,
+              ) -> tuple[VerifiedBoot | None, VerificationError | None]:
+        """Step 1 alone, never raising: verification without a policy decides nothing."""
+        t = self.trust
+        r = check_evidence(evidence, t.ak, nonce, t.selection, history, t.ek_roots,
+                           exact_selection=t.exact_selection, required_banks=t.banks,
+                           min_nonce_bytes=t.min_nonce_bytes, fresh=t.fresh, quirks=t.quirks)
+        return r.verified, r.error
 
     def verify(self, evidence: Evidence, nonce: bytes,
                history: QuoteHistory | VerifiedPCRs | None = None) -> VerifiedBoot:
@@ -152,6 +166,8 @@ class Appraiser:
 
 
 def _has(rules: Sequence[Rule], kind: type) -> bool:
+    from tboot_py.policy.model import AllOf, AnyOf
+
     return any(isinstance(r, kind) or (isinstance(r, AllOf | AnyOf) and _has(r.rules, kind)) for r in rules)
 
 
@@ -160,6 +176,7 @@ def evaluate_boot(boot: VerifiedBoot, policy: Policy, own_records: Sequence[byte
     from tboot_py.appraise import facts
     from tboot_py.policy.engine import evaluate
     from tboot_py.policy.inputs import Inputs
+    from tboot_py.policy.model import EventRule, Reason
 
     bound = facts.bind(boot.events)
     launched = facts.launched(bound)
@@ -184,6 +201,5 @@ def evaluate_boot(boot: VerifiedBoot, policy: Policy, own_records: Sequence[byte
         note = Reason(rule="evidence", check="freshness", passed=True,
                       message="not fresh: archived evidence checked without a nonce; it proves the PCR values, "
                               "not when they were quoted")
-        verdict = Verdict(verdict.allowed, (note, *verdict.reasons), verdict.mode, verdict.quirks,
-                          verdict.policy_name)
+        verdict = dataclasses.replace(verdict, reasons=(note, *verdict.reasons))
     return verdict

@@ -595,7 +595,7 @@ def evaluate(policy: Policy, inputs: Inputs, *, require_coverage: bool = False) 
     else:
         allowed = False
     return Verdict(allowed=allowed, reasons=tuple(ev.reasons), mode=policy.mode,
-                   quirks=tuple(inputs.quirks), policy_name=policy.name)
+                   quirks=tuple(inputs.quirks), policy_name=policy.name, warnings=policy.warnings)
 
 
 def deny(message: str, mode: Mode = Mode.HALT, quirks: tuple[str, ...] = ()) -> Verdict:

@@ -295,6 +295,8 @@ class Verdict:
     mode: Mode
     quirks: tuple[str, ...] = ()
     policy_name: str | None = None
+    #: The policy's own warnings (an UNSAFE import): every verdict under it carries them.
+    warnings: tuple[str, ...] = ()
 
     def __bool__(self) -> NoReturn:
         raise TypeError("a Verdict has no truth value: read verdict.allowed")
@@ -306,5 +308,6 @@ class Verdict:
     def as_json(self) -> dict[str, object]:
         return {
             "allowed": self.allowed, "mode": self.mode.value, "policy": self.policy_name,
-            "quirks": list(self.quirks), "reasons": [r.as_json() for r in self.reasons],
+            "quirks": list(self.quirks), "warnings": list(self.warnings),
+            "reasons": [r.as_json() for r in self.reasons],
         }

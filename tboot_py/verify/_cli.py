@@ -139,16 +139,14 @@ def _verify(args: argparse.Namespace) -> int:
         required_banks=tuple(b.name for b in parse_banks(args.require_banks)) if args.require_banks else None,
         min_nonce_bytes=1 if args.legacy_nonce else 8, fresh=not args.no_freshness,
         selection=sel, exact_selection=args.exact)
-    result = Appraiser(trust).appraise(ev, nonce)
+    appraiser = Appraiser(trust)
+    if policy is None:  # verification only: nothing is allowed or denied
+        boot, error = appraiser.check(ev, nonce)
+        return _report(args, boot is not None, error.diagnostics() if error else "",
+                       boot.pcrs if boot is not None else None, _summary(boot))
+    result = appraiser.appraise(ev, nonce)
     verified = result.verified
-    extra: dict[str, Any] = {}
-    if verified is not None:
-        extra = {"events_verified": len(verified.events),
-                 "replayed": {b: list(p) for b, p in verified.replayed.items()},
-                 "ek_chain": list(verified.ek_chain), "quirks": list(verified.quirks), "fresh": verified.fresh}
-    if policy is None:
-        return _report(args, verified is not None, result.error.diagnostics() if result.error else "",
-                       result.pcrs, extra)
+    extra = _summary(verified)
     if verified is None:
         return _report(args, False, result.error.diagnostics() if result.error else "", None, {})
     verdict = result.verdict
@@ -162,6 +160,13 @@ def _verify(args: argparse.Namespace) -> int:
         say("policy: " + ("allowed" if result.allowed else "DENIED: " + "; ".join(
             x.message for x in verdict.failures)))
     return EXIT_OK if result.allowed else EXIT_DENIED
+
+
+def _summary(boot: Any) -> dict[str, Any]:
+    if boot is None:
+        return {}
+    return {"events_verified": len(boot.events), "replayed": {b: list(p) for b, p in boot.replayed.items()},
+            "ek_chain": list(boot.ek_chain), "quirks": list(boot.quirks), "fresh": boot.fresh}
 
 
 def _print_verdict(verdict: Any) -> None:
