@@ -5,9 +5,9 @@ VENV_STAMP := .venv/.installed
 APT_STAMP := .state/.apt-installed
 APT_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config tboot osslsigncode \
 	qemu-system-x86 ovmf mtools dosfstools busybox-static cpio gzip xz-utils hyperfine openssl \
-	python3-venv postgresql zsh
+	python3-venv postgresql zsh chromium
 
-.PHONY: setup apt venv demo test test-fast bench bench-server lint fuzz artifacts docs clean
+.PHONY: setup apt venv demo test test-fast bench bench-server lint fuzz artifacts docs clean screenshots
 
 setup: $(APT_STAMP) $(VENV_STAMP)
 
@@ -57,6 +57,13 @@ bench-server: setup
 # Man pages and shell completion, regenerated from the argument parser (a test checks they match).
 docs: setup
 	$(PY) -m tboot_py._docs write
+
+# Screenshots of the dashboard (fleet overview, a failing host's page) taken by its browser
+# tests in headless Chromium over real swtpm agents, written to screenshots/ for a person to look at.
+screenshots: setup
+	rm -rf screenshots
+	TBOOT_PY_SCREENSHOTS=$(CURDIR)/screenshots $(PY) -m pytest -q tests/integration/test_dashboard_browser.py
+	@ls -l screenshots
 
 lint: setup
 	.venv/bin/ruff check .

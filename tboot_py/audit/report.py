@@ -15,7 +15,7 @@ from typing import Any
 from tboot_py.audit.records import verify_chain
 from tboot_py.errors import InputError
 
-FORMATS = ("html", "md")
+FORMATS = ("html", "md", "json", "print")
 
 
 def _version() -> str:
@@ -39,9 +39,8 @@ def render_report(audit_log: Path, fmt: str = "html") -> str:
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,
     )
-    template = env.get_template(f"report.{fmt}.j2")
     times = [str(r.get("time")) for r in records if r.get("time")]
-    return template.render(
+    context = dict(
         source=str(audit_log),
         generated=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         version=_version(),
@@ -53,6 +52,13 @@ def render_report(audit_log: Path, fmt: str = "html") -> str:
         denied=sum(1 for r in records if r.get("decision") != "allow"),
         policies=sorted({str(r["policy_sha256"]) for r in records if r.get("policy_sha256")}),
     )
+    if fmt == "json":
+        # The machine form: what it covers, the chain head and how to re-check it.
+        return json.dumps({"format": "tboot-py-audit-report/1", "kind": "audit-log", **context,
+                           "recheck": f"tboot-py audit verify {audit_log} --expect-head {context['head']}"},
+                          indent=2, sort_keys=True, default=str) + "\n"
+    template = env.get_template("report.md.j2" if fmt == "md" else "report.html.j2")
+    return template.render(print_layout=fmt == "print", **context)
 
 
 def _normalise(r: dict[str, Any]) -> dict[str, Any]:

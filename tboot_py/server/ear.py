@@ -123,8 +123,10 @@ def load_verification_keys(data: bytes) -> dict[str, ec.EllipticCurvePublicKey]:
 
 
 def verify_ear(token: str, keys: Mapping[str, ec.EllipticCurvePublicKey], nonce: bytes | None = None,
-               max_age: float | None = None, host: str | None = None, now: float | None = None) -> EAR:
-    """Check an EAR's ES256 signature and claims; raise :class:`EARError` otherwise."""
+               max_age: float | None = None, host: str | None = None, now: float | None = None,
+               check_expiry: bool = True) -> EAR:
+    """Check an EAR's ES256 signature and claims; raise :class:`EARError` otherwise.
+    ``check_expiry=False`` only to audit an archived EAR (its signature and claims still count)."""
     import jwt
 
     try:
@@ -139,8 +141,8 @@ def verify_ear(token: str, keys: Mapping[str, ec.EllipticCurvePublicKey], nonce:
     last: Exception | None = None
     for pub in cands:
         try:
-            claims = jwt.decode(token, pub, algorithms=["ES256"], options={"require": ["iat", "exp"]},
-                                leeway=5)
+            claims = jwt.decode(token, pub, algorithms=["ES256"],
+                                options={"require": ["iat", "exp"], "verify_exp": check_expiry}, leeway=5)
             break
         except jwt.ExpiredSignatureError as e:
             raise EARError("EAR has expired") from e

@@ -13,6 +13,7 @@ import binascii
 import datetime as dt
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,17 @@ from tboot_py.server.service import Service
 #: The states an operator filters by, in the order the overview counts them.
 SHOWN_STATES = ("passing", "failing", "stale", "pending", "enrolled")
 SORT_KEYS = ("name", "state", "last", "policy", "group")
+
+
+_LABELLED = re.compile(r"^([0-9a-fA-F]{16,128}) \((.{1,200})\)$")
+
+
+def split_label(v: str | None) -> tuple[str | None, str]:
+    """``"<hex> (label)"`` (a policy's expected value with its label) -> (hex, label)."""
+    if v is None:
+        return None, ""
+    m = _LABELLED.match(v)
+    return (m.group(1), m.group(2)) if m else (v, "")
 
 
 def when(t: float | None) -> str:
@@ -203,10 +215,12 @@ def ear_claims(token: str | None, jwks: Mapping[str, Any]) -> dict[str, Any]:
     if not token:
         return {"verified": False, "reason": "no EAR"}
     try:
-        ear = verify_ear(token, load_verification_keys(json.dumps(jwks).encode()))
+        ear = verify_ear(token, load_verification_keys(json.dumps(jwks).encode()), check_expiry=False)
     except EARError as e:
         return {"verified": False, "reason": e.diagnostics()}
-    return {"verified": True, "status": ear.status, "host": ear.host, "issued": when(ear.issued_at),
+    exp = ear.claims.get("exp")
+    return {"verified": True, "status": ear.status, "expires": when(exp) if isinstance(exp, int | float) else "-",
+            "host": ear.host, "issued": when(ear.issued_at),
             "policy": ear.policy_id, "pcr_digest": ear.pcr_digest, "nonce": ear.nonce,
             "claims": json.dumps(dict(ear.claims), indent=2, sort_keys=True)}
 

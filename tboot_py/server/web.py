@@ -73,6 +73,7 @@ def _env() -> Any:
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = views.when
+    env.filters["split_label"] = views.split_label
     return env
 
 
