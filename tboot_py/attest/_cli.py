@@ -149,7 +149,12 @@ def _quote(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise InputError(f"--event-log wants NAME=PATH, got {spec!r}")
         try:
-            logs.append(EventLogBlob(name, Path(path).read_bytes()))
+            if path == "-":
+                from tboot_py._args import read_stdin
+
+                logs.append(EventLogBlob(name, read_stdin(f"event log {name}")))
+            else:
+                logs.append(EventLogBlob(name, Path(path).read_bytes()))
         except OSError as e:
             raise InputError(f"{path}: {e}") from e
     tpm = open_tpm(args.tpm)

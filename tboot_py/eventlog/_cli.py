@@ -63,12 +63,8 @@ def register(sub: Any) -> None:
 
 
 def _read(path: str) -> bytes:
-    from tboot_py.eventlog.parse import MAX_LOG_SIZE, read_log_bytes
+    from tboot_py.eventlog.parse import read_log_bytes
 
-    if path == "-":
-        from tboot_py._args import read_stdin
-
-        return read_stdin("the event log", MAX_LOG_SIZE)
     return read_log_bytes(path)
 
 

@@ -50,6 +50,10 @@ MAX_DIGEST_SIZE = 512
 def read_log_bytes(path: str | Path) -> bytes:
     """A log file's bytes, at most MAX_LOG_SIZE. Read errors raise InputError, a larger file
     ParseError (never read whole)."""
+    if str(path) == "-":  # standard input, as file arguments take it
+        from tboot_py._args import read_stdin
+
+        return read_stdin("the event log", MAX_LOG_SIZE)
     p = Path(path)
     try:
         with p.open("rb") as f:

@@ -83,8 +83,13 @@ def load_policy(path: Path | str, trust_keys: Sequence[Path | str] | None = None
     (exit 1). A file that cannot be read, parsed or validated raises PolicyError (exit 2).
     Either way the caller must deny.
     """
-    p = Path(path)
     keys = None if trust_keys is None else [signing.load_public_key(Path(k)) for k in trust_keys]
+    if str(path) == "-":  # standard input, as file arguments take it
+        from tboot_py._args import read_stdin
+
+        data = read_stdin("the policy", _serialize.MAX_TEXT + signing.MAX_ENVELOPE)
+        return loads_policy(data, keys, source="<stdin>", allow_empty=allow_empty)
+    p = Path(path)
     return loads_policy(read_bytes(p), keys, source=str(p), allow_empty=allow_empty)
 
 

@@ -3,6 +3,7 @@ generated from the parser (and equal to the shipped files), README and help that
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -237,3 +238,27 @@ def test_policy_writers_report_in_json(tmp_path: Path) -> None:
                              "--json").out)
     assert doc == {"wrote": str(tmp_path / "s.json"), "signed_by": [json.loads(
         (tmp_path / "s.json").read_text())["signatures"][0]["keyid"]]}
+
+
+def _stdin(argv: list[str], data: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "tboot_py", *argv], input=data, capture_output=True, check=False,
+                          cwd=REPO, timeout=120)
+
+
+def test_dash_reads_standard_input(tmp_path: Path) -> None:
+    from tboot_py import algorithms
+    from tboot_py.eventlog import NewEvent, encode_log
+
+    log = encode_log([NewEvent(9, 0x0D, {"sha256": hashlib.sha256(b"x").digest()}, b"x")], [algorithms.SHA256])
+    (tmp_path / "log.bin").write_bytes(log)
+    want = run_cli("log", "replay", str(tmp_path / "log.bin")).out.encode()
+    assert _stdin(["log", "replay", "-"], log).stdout == want
+    r = _stdin(["measure", "--banks", "sha256", "-"], b"abc")
+    assert r.stdout == b"sha256 ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad file 3 -\n"
+    pol = tmp_path / "p.toml"
+    run_cli("policy", "init", str(pol))
+    assert _stdin(["policy", "show", "--json", "-"], pol.read_bytes()).returncode == 0
+    r = _stdin(["policy", "from-log", "--json", "-"], log)
+    assert r.returncode == 0 and json.loads(r.stdout)["version"] == 1
+    r = _stdin(["log", "replay", "-"], b"")
+    assert r.returncode == 2 and b"Traceback" not in r.stderr
