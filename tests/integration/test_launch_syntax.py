@@ -119,7 +119,7 @@ def test_xen_boots_with_a_comma_in_the_measured_dom0_cmdline(swtpm: Swtpm, tmp_p
         ["--component", "kernel", "--file", str(artifacts.vmlinuz), "--kind", "pe"],
         ["--component", "initrd", "--file", str(initrd)],
         ["--component", "cmdline", "--cmdline", cmdline],
-        ["--component", "cmdline", "--cmdline", xen_cmdline]])
+        ["--component", "hypervisor-cmdline", "--cmdline", xen_cmdline]])
     r = _gate(swtpm, tmp_path, policy, pub, "--hypervisor", str(artifacts.xen_elf), "--kernel",
               str(artifacts.vmlinuz), "--initrd", str(initrd), "--cmdline", cmdline, "--hypervisor-cmdline",
               xen_cmdline, "--", "timeout", "300", "qemu-system-x86_64", "-machine", "accel=tcg", "-cpu", "Nehalem",
