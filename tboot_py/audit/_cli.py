@@ -91,7 +91,7 @@ def _report(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lower() if args.output is not None else ""
     fmt = args.format or {".md": "md", ".json": "json"}.get(suffix, "html")
     if args.db is not None:
-        from tboot_py.audit.compliance import fleet_report, host_report, render
+        from tboot_py.server.compliance import fleet_report, host_report, render
 
         if args.log is not None or args.fleet == (args.host is not None):
             raise InputError("with --db, give --host NAME or --fleet (and no audit log)")
@@ -122,8 +122,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _recheck(args: argparse.Namespace) -> int:
     from tboot_py._output import emit_json, say
-    from tboot_py.audit.compliance import load_trust_keys, open_database
     from tboot_py.errors import EXIT_DENIED
+    from tboot_py.server.compliance import load_trust_keys, open_database
     from tboot_py.server.recheck import recheck
 
     engine = open_database(args.db)

@@ -86,8 +86,19 @@ def fleet(service: Service, query: FleetQuery = FleetQuery()) -> dict[str, Any]:
         "group": lambda h: (h["group"] or "", h["name"]),
     }
     shown.sort(key=keys[query.sort], reverse=query.desc)
+    reasons_by_id = last_reasons(service, [h["last_result_id"] for h in shown if h["last_result_id"]])
+    shown = [{**h, "last_reason": reasons_by_id.get(h["last_result_id"] or -1)} for h in shown]
     groups = sorted({h["group"] for h in all_hosts if h["group"]})
     return {"hosts": shown, "counts": counts, "total": len(all_hosts), "groups": groups}
+
+
+def last_reasons(service: Service, ids: Sequence[int]) -> dict[int, str]:
+    """result id -> its one-line reason."""
+    if not ids:
+        return {}
+    with service.engine.connect() as c:
+        rows = c.execute(sa.select(results.c.id, results.c.reason).where(results.c.id.in_(list(ids)))).all()
+    return {int(r.id): str(r.reason) for r in rows}
 
 
 # ---------------------------------------------------------------------------- results
@@ -149,6 +160,40 @@ def verified_pcrs(appraisal: Mapping[str, Any]) -> dict[str, list[tuple[int, str
 
 
 @dataclass(frozen=True)
+class PcrBank:
+    """A bank's verified PCRs: the extended ones, and the runs still at a reset value."""
+
+    bank: str
+    extended: tuple[tuple[int, str], ...]
+    #: (PCR ranges, reset value) for PCRs holding all zeros or all ones (never extended).
+    reset: tuple[tuple[str, str], ...]
+
+
+def _ranges(pcrs: Sequence[int]) -> str:
+    out: list[str] = []
+    for p in sorted(pcrs):
+        if out and out[-1].rsplit("-", 1)[-1] == str(p - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        else:
+            out.append(str(p))
+    return ", ".join(out)
+
+
+def pcr_banks(appraisal: Mapping[str, Any]) -> list[PcrBank]:
+    out = []
+    for bank, vals in verified_pcrs(appraisal).items():
+        resets: dict[str, list[int]] = {}
+        extended = []
+        for i, v in vals:
+            if v and set(v.lower()) in ({"0"}, {"f"}):
+                resets.setdefault(v, []).append(i)
+            else:
+                extended.append((i, v))
+        out.append(PcrBank(bank, tuple(extended), tuple((_ranges(ps), v) for v, ps in resets.items())))
+    return out
+
+
+@dataclass(frozen=True)
 class EventRow:
     """One event of a stored log, decoded for display (untrusted: read from evidence)."""
 
@@ -176,14 +221,15 @@ def decode_logs(evidence: Mapping[str, Any], rules: Sequence[ReasonView]) -> Dec
     actual digest (in the rule's bank) is that event's digest."""
     from tboot_py.errors import ParseError
     from tboot_py.eventlog import parse_log
-    from tboot_py.eventlog.decode import summary
+    from tboot_py.eventlog.decode import TbootPyEventData, decode_event, summary
     from tboot_py.eventlog.model import bank_name
 
     by_digest: dict[tuple[str | None, str], list[str]] = {}
     for r in rules:
-        for d in (*r.expected, *((r.actual,) if r.actual else ())):
-            if d and r.label not in by_digest.setdefault((r.bank, d.lower()), []):
-                by_digest[(r.bank, d.lower())].append(r.label)
+        for v in (*r.expected, *((r.actual,) if r.actual else ())):
+            d = (split_label(v)[0] or "").lower()
+            if d and r.label not in by_digest.setdefault((r.bank, d), []):
+                by_digest[(r.bank, d)].append(r.label)
     rows: list[EventRow] = []
     errors: list[str] = []
     truncated = False
@@ -204,6 +250,13 @@ def decode_logs(evidence: Mapping[str, Any], rules: Sequence[ReasonView]) -> Dec
             for bank, hexd in digests:
                 for key in ((bank, hexd), (None, hexd)):
                     used += [u for u in by_digest.get(key, []) if u not in used]
+            # A tboot-py record's digest is the hash of its data, which names the component's
+            # digests: the rule used the record whose data carries the digest it compared.
+            if isinstance(decode_event(ev), TbootPyEventData):
+                text = ev.data.decode("utf-8", "replace").lower()
+                for (_bank, d), labels in by_digest.items():
+                    if len(d) >= 40 and d in text:
+                        used += [u for u in labels if u not in used]
             rows.append(EventRow(name, ev.seq, ev.pcr, ev.event_type_name, digests, summary(ev), tuple(used)))
     return DecodedLogs(tuple(rows), tuple(errors), truncated)
 
@@ -287,7 +340,7 @@ def host_page(service: Service, name: str, limit: int = 200) -> dict[str, Any]:
         "host": detail,
         "latest": latest,
         "latest_reasons": latest_reasons,
-        "pcrs": verified_pcrs(latest["appraisal"]) if latest else {},
+        "pcrs": pcr_banks(latest["appraisal"]) if latest else [],
         "quirks": quirks(latest["appraisal"]) if latest else [],
         "logs": decode_logs(latest["evidence"], latest_reasons) if latest else DecodedLogs(()),
         "failure": failure,

@@ -199,7 +199,7 @@ def render(report: dict[str, Any], fmt: str) -> str:
         return json.dumps(report, indent=2, sort_keys=True) + "\n"
     from tboot_py.server.views import split_label
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("tboot_py.audit", "templates"), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.PackageLoader("tboot_py.server", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["split_label"] = split_label
     return str(env.get_template("compliance.html.j2").render(r=report, print_layout=fmt == "print"))
