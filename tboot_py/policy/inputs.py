@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from tboot_py import algorithms
 from tboot_py.errors import PolicyError
@@ -38,9 +38,9 @@ class MeasuredComponent:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class FirmwareEvent:
-    """A firmware-log event, reduced to what rules look at."""
+class FirmwareEvent(NamedTuple):
+    """A firmware-log event, reduced to what rules look at. (A NamedTuple: an appraisal
+    makes one per event of the evidence.)"""
 
     pcr: int
     #: Untrusted: the type field is never extended. Display only.
