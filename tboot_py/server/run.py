@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tboot_py.errors import InputError
+from tboot_py.errors import Error, InputError
 from tboot_py.server.service import Config
 
 DEFAULT_STATE = Path("/var/lib/tboot-py/server")
@@ -35,6 +35,10 @@ class ServeOptions:
     @property
     def token_path(self) -> Path:
         return self.admin_token_file or self.state / "admin-token"
+
+
+class DatabaseError(Error):
+    """The database cannot be reached or migrated (exit 3)."""
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -89,13 +93,23 @@ def check_tls(opts: ServeOptions, host: str) -> bool:
 
 def build(opts: ServeOptions) -> tuple[object, str, bool]:
     """(ASGI app, admin token, whether the token was just created)."""
+    import sqlalchemy as sa
+
     from tboot_py.server.app import create_app
     from tboot_py.server.db import make_engine, migrate
     from tboot_py.server.service import Service
 
-    if opts.db is None:
-        opts.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token, created = admin_token(opts.token_path)
+    try:
+        if opts.db is None:
+            opts.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token, created = admin_token(opts.token_path)
+    except OSError as e:
+        raise InputError(f"{e.filename or opts.state}: {e.strerror} (choose another --state)") from e
     engine = make_engine(opts.db_url)
-    migrate(engine)
-    return create_app(Service(engine, opts.config), token, opts.max_body, audit_logs=opts.audit_logs), token, created
+    try:
+        migrate(engine)
+        service = Service(engine, opts.config)
+    except sa.exc.SQLAlchemyError as e:
+        first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+        raise DatabaseError(f"database {opts.db_url.split('@')[-1]}: {first}") from e
+    return create_app(service, token, opts.max_body, audit_logs=opts.audit_logs), token, created

@@ -57,3 +57,13 @@ def test_ear_verify_refuses_garbage(tmp_path: Path) -> None:
     assert r.rc == 1 and "NOT verified" in r.out
     r = run_cli("ear", "verify", "x", "--key", str(tmp_path / "missing.pem"))
     assert r.rc == 2
+
+
+def test_serve_start_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    r = run_cli("serve", "--state", str(tmp_path / "file" / "sub"))
+    assert r.rc == 2 and len(r.err.strip().splitlines()) == 1 and "--state" in r.err, r.err
+    r = run_cli("serve", "--state", str(tmp_path), "--db", "postgresql://nobody@127.0.0.1:1/none")
+    assert r.rc == 3 and len(r.err.strip().splitlines()) == 1 and "database" in r.err, r.err
+    r = run_cli("serve", "--state", str(tmp_path), "--db", "mysql://x/y")
+    assert r.rc == 2 and "unsupported database URL" in r.err
