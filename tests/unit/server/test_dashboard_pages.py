@@ -140,7 +140,7 @@ def test_policy_pages_and_diff(client: TestClient, fleet: Fleet) -> None:
     assert "group/lab" in html and "v2" in html and "v1" in html
     assert 'href="/host/alpha"' in html
     diff = client.get("/policy/group/lab?a=1&b=2").text
-    assert '<span class="d-add">+  &#34;name&#34;: &#34;v2&#34;' in diff
+    assert '<span class="d d-add">+  &#34;name&#34;: &#34;v2&#34;' in diff
     assert client.get("/policy/group/none").status_code == 404
     assert client.get("/policy/bogus/lab").status_code == 404
 
