@@ -13,6 +13,7 @@ from tboot_py.eventlog import parse_log
 from tboot_py.policy.derive import boot_facts as derived_facts
 from tboot_py.verify.evidence import VerifiedEvent
 
+pytestmark = pytest.mark.corpus
 LOGS = sorted((CORPUS / "logs").glob("*.bin"))
 
 
