@@ -56,7 +56,7 @@ def test_three_agents_enroll_attest_and_follow_policy(fleet: tuple[Server, list[
         first = list(pool.map(lambda h: h.agent_once([srv.url]), hs))
     for p in first:
         assert p.returncode == 1, p.stderr
-        assert json_out(p)["reason"] == "no policy is set for this host"
+        assert json_out(p)["reason"].startswith("no policy"), json_out(p)["reason"]
     listed = _fleet_cli(srv, "hosts")
     assert {h["name"]: h["state"] for h in listed["hosts"]} == {h.name: "failing" for h in hs}  # type: ignore[index,union-attr]
 
@@ -139,6 +139,6 @@ def test_changed_ak_waits_for_approval(fleet: tuple[Server, list[HostTPM]], art:
     _fleet_cli(srv, "approve", h.name)
     again = subprocess.run(h.agent_argv([srv.url], "--once", "--json", "--ak-handle", "0x81010003"),
                            capture_output=True, text=True, timeout=120, check=False)
-    assert again.returncode == 1 and json_out(again)["reason"] == "no policy is set for this host"
+    assert again.returncode == 1 and json_out(again)["reason"].startswith("no policy")
     events = [e["detail"] for e in _fleet_cli(srv, "host", h.name)["events"]]  # type: ignore[union-attr]
     assert "re-enrolled with new keys" in events
