@@ -11,7 +11,6 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from tboot_py.errors import EXIT_INTERNAL, EXIT_USAGE, Error
 
@@ -71,7 +70,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _register(sub: Any) -> None:
+def _register(sub: argparse._SubParsersAction[_Parser]) -> None:
     c = sub.add_parser("completion", help="print the shell completion script (bash or zsh)",
                        description="Generated from the argument parser. bash: "
                                    "`source <(tboot-py completion bash)`; zsh: write it as _tboot-py into $fpath.")
