@@ -447,3 +447,36 @@ def test_launch_command_naming_the_original_file_is_refused_before_measuring(gat
         r = gate.launch(launcher=cmd)
         assert r.rc == 2 and "original kernel" in r.err, r.err
         assert not gate.launched() and not (gate.state / "audit.jsonl").exists()
+
+
+def test_command_lines_are_bound_to_their_module(gate: Setup) -> None:
+    """A command line without its module would be measured on its own (or, with the tboot
+    mapping, nowhere) yet handed to the launcher: refused before anything is measured. The
+    hypervisor's command line is its own component: a policy without a rule for it denies."""
+    before = _pcr9(gate)
+    r = run_cli("launch", "--policy", str(gate.policy), "--trust-key", str(gate.pub), "--tpm", gate.tpm.tcti,
+                "--state", str(gate.state), "--initrd", str(gate.initrd), "--cmdline", "console=hvc0", "--dry-run")
+    assert r.rc == 2 and "give --kernel too" in r.err
+    r = gate.launch("--hypervisor-cmdline", "console=com1", in_process=True)
+    assert r.rc == 2 and "give --hypervisor too" in r.err
+    assert _pcr9(gate) == before  # nothing was extended
+    xen = gate.dir / "xen.gz"
+    xen.write_bytes(b"a hypervisor " * 1000)
+    plain = gate.dir / "with-xen.toml"
+    _ok(run_cli("policy", "init", str(plain)))
+    for args in (["--component", "hypervisor", "--file", str(xen)],
+                 ["--component", "kernel", "--file", str(gate.kernel)],
+                 ["--component", "initrd", "--file", str(gate.initrd)],
+                 ["--component", "cmdline", "--cmdline", "console=hvc0"]):
+        _ok(run_cli("policy", "add", str(plain), *args))
+    r = gate.launch("--hypervisor", str(xen), "--hypervisor-cmdline", "console=com1", policy=plain, trust=False,
+                    in_process=True)
+    assert r.rc == 1 and "no reference rule for the hypervisor-cmdline" in r.err
+    _ok(run_cli("policy", "add", str(plain), "--component", "hypervisor-cmdline", "--cmdline", "console=com1"))
+    r = gate.launch("--hypervisor", str(xen), "--hypervisor-cmdline", "console=com1", policy=plain, trust=False,
+                    in_process=True)
+    assert r.rc == 0, r.err
+
+
+def _pcr9(s: Setup) -> str:
+    return run_cli("pcrs", "--tpm", s.tpm.tcti, "--pcr", "9", "--json").out
