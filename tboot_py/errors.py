@@ -83,6 +83,13 @@ class TPMUnavailableError(TPMError):
     exit_code = EXIT_USAGE
 
 
+class TPMNoRoomError(TPMError):
+    """The TPM has no room for another persistent object (TPM_RC_NV_SPACE). Nothing was
+    changed; the administrator must evict an unused object or name a handle (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
 class VerificationError(Error):
     """Evidence that does not verify: a bad quote, a log that does not replay, a bad signature."""
 

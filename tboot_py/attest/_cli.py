@@ -102,12 +102,17 @@ def _ek(args: argparse.Namespace) -> int:
 def _write_ek(out: Any, ek: Any) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ek.pub").write_bytes(ek.public.raw)
-    (out / "ek.pem").write_bytes(ek.public.crypto_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    from tboot_py.fileio import write_atomic
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {out}: {e.strerror}") from e
+    write_atomic(out / "ek.pub", ek.public.raw, what="EK")
+    write_atomic(out / "ek.pem", ek.public.crypto_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), what="EK")
     if ek.certificate is not None:
-        (out / "ek.crt").write_bytes(ek.certificate)
+        write_atomic(out / "ek.crt", ek.certificate, what="EK certificate")
 
 
 def _ak(args: argparse.Namespace) -> int:
@@ -148,15 +153,10 @@ def _quote(args: argparse.Namespace) -> int:
         name, sep, path = spec.partition("=")
         if not sep or not name:
             raise InputError(f"--event-log wants NAME=PATH, got {spec!r}")
-        try:
-            if path == "-":
-                from tboot_py._args import read_stdin
+        from tboot_py.eventlog.parse import read_log_bytes
 
-                logs.append(EventLogBlob(name, read_stdin(f"event log {name}")))
-            else:
-                logs.append(EventLogBlob(name, Path(path).read_bytes()))
-        except OSError as e:
-            raise InputError(f"{path}: {e}") from e
+        # "-" is standard input; a file is read without blocking, regular files only.
+        logs.append(EventLogBlob(name, read_log_bytes(path)))
     tpm = open_tpm(args.tpm)
     try:
         ak = keys.load_or_create_ak(tpm, Path(args.state), args.alg, parse_handle(args.handle))
@@ -171,7 +171,9 @@ def _quote(args: argparse.Namespace) -> int:
     if args.out == "-":
         sys.stdout.write(ev.dumps())
     else:
-        Path(args.out).write_text(ev.dumps())
+        from tboot_py.fileio import write_atomic
+
+        write_atomic(Path(args.out), ev.dumps().encode(), what="evidence")
     # What was quoted, like tpm2_quote's summary; on stderr when the bundle itself goes to stdout.
     summary = {"out": args.out, "ak": {"alg": ak.alg, "handle": f"0x{ak.handle:08x}", "name": ak.name.hex()},
                "selection": str(sel), "nonce": nonce.hex(), "event_logs": [b.name for b in logs],

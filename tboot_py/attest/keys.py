@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +82,9 @@ def create_ek(tpm: EsapiTPM, kind: str = "rsa") -> EK:
 # --------------------------------------------------------------------------- AK
 
 AK_DEFAULT_HANDLE = 0x81010002
+#: The launch gate's own AK (``tboot-py launch --handle``): distinct from ``attest``'s default
+#: so the two never take each other's key.
+GATE_AK_HANDLE = 0x81010003
 # fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign (Part 1, 25.2)
 AK_ATTRS = (st.OA_FIXED_TPM | st.OA_FIXED_PARENT | st.OA_SENSITIVE_DATA_ORIGIN | st.OA_USER_WITH_AUTH
             | st.OA_RESTRICTED | st.OA_SIGN)
@@ -125,21 +126,20 @@ _STATE_FILE = "ak.json"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+    from tboot_py.fileio import write_atomic
+
     # Never writable by others, whatever the umask (the gate trusts this state).
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, data, 0o644, what="AK state")
 
 
 def _load_state(state: Path) -> dict[str, Any] | None:
     f = state / _STATE_FILE
     if not f.exists():
         return None
+    from tboot_py.fileio import SMALL, read_file
+
     try:
-        rec = json.loads(f.read_text())
+        rec = json.loads(read_file(f, "AK state", SMALL))
         return {"handle": int(rec["handle"], 16), "alg": str(rec["alg"]),
                 "public": base64.b64decode(rec["public"], validate=True),
                 "private": base64.b64decode(rec["private"], validate=True),
@@ -196,7 +196,8 @@ def load_or_create_ak(tpm: EsapiTPM, state: Path | None = None, alg: str | None 
         current = ops.read_persistent(tpm, handle)
         if current is not None:
             if current != stored.raw:
-                raise TPMError(f"persistent handle 0x{handle:08x} holds a different key than {state}")
+                raise InputError(f"persistent handle 0x{handle:08x} holds a different key than the AK recorded in "
+                                 f"{state}: another tool took it; evict it or use a fresh state directory")
             if rec["qualified_name"]:
                 return AK(handle, alg, stored, rec["qualified_name"])
             with ops.primary(tpm, ek.template.marshal()) as parent:
@@ -213,8 +214,8 @@ def load_or_create_ak(tpm: EsapiTPM, state: Path | None = None, alg: str | None 
             # An AK persisted without a state directory; assume it lives under the RSA EK.
             with ops.primary(tpm, ek.template.marshal()) as parent:
                 return make(pub, parent.public)
-        raise TPMError(f"persistent handle 0x{handle:08x} is already in use; choose another --handle "
-                       "or evict it")
+        raise InputError(f"persistent handle 0x{handle:08x} is already in use by another key; choose another "
+                         "--handle or evict it")
     with ops.primary(tpm, ek.template.marshal()) as parent:
         private, public = ops.create_child(tpm, parent, template.marshal(), ek.policy_hash)
         with ops.load_child(tpm, parent, private, public, ek.policy_hash) as obj:

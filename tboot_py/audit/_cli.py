@@ -15,6 +15,12 @@ def register(sub: Any) -> None:
     asub.required = True
     v = asub.add_parser("verify", help="check every record's hash and link (exit 1 if broken)")
     v.add_argument("log", type=Path, metavar="AUDIT_LOG")
+    v.add_argument("--expect-head", metavar="HASH", default=None,
+                   help="the chain must end at this record hash (a head kept elsewhere, e.g. in a report)")
+    v.add_argument("--tpm", metavar="TCTI", default=None,
+                   help="also check the records of the current TPM boot against their anchor PCR")
+    v.add_argument("--audit-pcr", type=int, default=None, metavar="N",
+                   help="the anchor PCR the gate extends (default 15)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_verify)
     s = asub.add_parser("show", help="list the decisions in an audit log (after checking its chain)")
@@ -52,31 +58,60 @@ def register(sub: Any) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     from tboot_py._output import emit_json, say
-    from tboot_py.audit.records import verify_chain
+    from tboot_py.audit.records import DEFAULT_ANCHOR_PCR, load_chain, verify_tpm_anchor
+    from tboot_py.errors import InputError
 
-    n = verify_chain(args.log)
-    if args.json:
-        emit_json({"ok": True, "records": n})
+    head = _check_head(args.expect_head)
+    if args.tpm is None:
+        if args.audit_pcr is not None:
+            raise InputError("--audit-pcr needs --tpm")
+        n = load_chain(args.log, head).records
+        anchored = None
     else:
-        say(f"audit log {args.log}: chain intact, {n} record(s)")
+        from tboot_py.tpm import open_tpm
+
+        pcr = DEFAULT_ANCHOR_PCR if args.audit_pcr is None else args.audit_pcr
+        tpm = open_tpm(args.tpm)
+        try:
+            report, check = verify_tpm_anchor(args.log, tpm, pcr, head)
+        finally:
+            tpm.close()
+        n, anchored = report.records, check.anchored
+    if args.json:
+        out: dict[str, Any] = {"ok": True, "records": n}
+        if anchored is not None:
+            out["anchored"] = anchored
+        emit_json(out)
+    else:
+        extra = "" if anchored is None else f", {anchored} anchored in this TPM boot match the PCR"
+        say(f"audit log {args.log}: chain intact, {n} record(s){extra}")
     return EXIT_OK
 
 
+def _check_head(text: str | None) -> str | None:
+    import re
+
+    from tboot_py.errors import InputError
+
+    if text is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise InputError(f"--expect-head wants a 64-digit hex SHA-256, got {text!r}")
+    return text
+
+
 def _show(args: argparse.Namespace) -> int:
-    import json
 
     from tboot_py._output import Column, emit_json, print_table
-    from tboot_py.audit.records import verify_chain
+    from tboot_py.audit.records import load_chain
 
-    verify_chain(args.log)
-    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    records = list(load_chain(args.log).parsed)
     if args.json:
         emit_json({"records": records})
         return EXIT_OK
     rows = []
     for r in records:
         colour = "green" if r.get("decision") == "allow" else "red"
-        rows.append((str(r.get("time")), f"[{colour}]{r.get('decision')}[/]", str(r.get("exit_code")),
+        dry = " (dry run)" if r.get("dry_run") else ""
+        rows.append((str(r.get("time")), f"[{colour}]{r.get('decision')}{dry}[/]", str(r.get("exit_code")),
                      "\n".join(str(x) for x in r.get("reasons", []))))
     print_table(f"Launch decisions in {args.log}",
                 (Column("time"), Column("decision"), Column("exit"), Column("reasons")), rows)
@@ -87,6 +122,7 @@ def _report(args: argparse.Namespace) -> int:
     import sys
 
     from tboot_py.errors import InputError
+    from tboot_py.fileio import write_atomic
 
     suffix = args.output.suffix.lower() if args.output is not None else ""
     fmt = args.format or {".md": "md", ".json": "json"}.get(suffix, "html")
@@ -113,10 +149,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK
-    try:
-        args.output.write_text(text)
-    except OSError as e:
-        raise InputError(f"cannot write {args.output}: {e.strerror}") from e
+    write_atomic(args.output, text.encode(), what="report")
     return EXIT_OK
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tboot_py.audit.records import verify_chain
+from tboot_py.audit.records import load_chain
 from tboot_py.errors import InputError
 
 FORMATS = ("html", "md", "json", "print")
@@ -31,8 +32,7 @@ def render_report(audit_log: Path, fmt: str = "html") -> str:
 
     if fmt not in FORMATS:
         raise InputError(f"unknown report format {fmt!r} ({', '.join(FORMATS)})")
-    verify_chain(audit_log)
-    records: list[dict[str, Any]] = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    records: list[Mapping[str, Any]] = list(load_chain(audit_log).parsed)
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("tboot_py.audit", "templates"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
@@ -48,7 +48,9 @@ def render_report(audit_log: Path, fmt: str = "html") -> str:
         head=records[-1]["hash"] if records else "0" * 64,
         first_time=min(times) if times else None,
         last_time=max(times) if times else None,
-        allowed=sum(1 for r in records if r.get("decision") == "allow"),
+        # A dry run decides but launches nothing: it is never counted as a launch.
+        allowed=sum(1 for r in records if r.get("decision") == "allow" and not r.get("dry_run")),
+        dry_runs=sum(1 for r in records if r.get("dry_run")),
         denied=sum(1 for r in records if r.get("decision") != "allow"),
         policies=sorted({str(r["policy_sha256"]) for r in records if r.get("policy_sha256")}),
     )
@@ -61,7 +63,7 @@ def render_report(audit_log: Path, fmt: str = "html") -> str:
     return template.render(print_layout=fmt == "print", **context)
 
 
-def _normalise(r: dict[str, Any]) -> dict[str, Any]:
+def _normalise(r: Mapping[str, Any]) -> dict[str, Any]:
     """Fill the fields a template reads, so an older or partial record still renders."""
     ms = [m for m in r.get("measurements") or [] if isinstance(m, dict)]
     return {

@@ -97,23 +97,17 @@ def _load(path: str) -> Any:
 
 
 def _load_pcrs(path: str) -> dict[str, dict[int, bytes]]:
-    import json
-    from pathlib import Path
-
-    from tboot_py.errors import InputError
     from tboot_py.eventlog.quirks import load_pcr_values
+    from tboot_py.fileio import SMALL, read_file
+    from tboot_py.jsonin import loads_strict
 
-    try:
-        if path == "-":
-            from tboot_py._args import read_stdin
+    if path == "-":
+        from tboot_py._args import read_stdin
 
-            obj = json.loads(read_stdin("PCR values", 1 << 20))
-        else:
-            obj = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
-    except ValueError as e:
-        raise InputError(f"{path} is not JSON: {e}") from e
+        data = read_stdin("PCR values", SMALL)
+    else:
+        data = read_file(path, "PCR file", SMALL)
+    obj = loads_strict(data, f"PCR file {path}")
     return load_pcr_values(obj)
 
 

@@ -21,7 +21,7 @@ import struct
 from pathlib import Path
 
 from tboot_py import algorithms
-from tboot_py.errors import InputError, ParseError
+from tboot_py.errors import ParseError
 from tboot_py.eventlog.model import EV_NO_ACTION, Event, EventLog, LogFormat, SpecIdEvent
 
 #: The kernel's copy of the firmware log (Linux securityfs).
@@ -48,21 +48,16 @@ MAX_DIGEST_SIZE = 512
 
 
 def read_log_bytes(path: str | Path) -> bytes:
-    """A log file's bytes, at most MAX_LOG_SIZE. Read errors raise InputError, a larger file
-    ParseError (never read whole)."""
+    """A log file's bytes, at most MAX_LOG_SIZE. A FIFO, a device, a larger file or a read
+    error raise InputError (never read whole)."""
     if str(path) == "-":  # standard input, as file arguments take it
         from tboot_py._args import read_stdin
 
         return read_stdin("the event log", MAX_LOG_SIZE)
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_LOG_SIZE + 1)
-    except OSError as e:
-        raise InputError(f"cannot read event log {p}: {e.strerror or e}") from e
-    if len(data) > MAX_LOG_SIZE:
-        raise ParseError(f"event log larger than {MAX_LOG_SIZE} bytes", MAX_LOG_SIZE, str(p))
-    return data
+    from tboot_py.fileio import read_file
+
+    # securityfs reports size 0 for binary_bios_measurements: read_file reads to the end.
+    return read_file(path, "event log", MAX_LOG_SIZE)
 
 
 def read_log(path: str | Path) -> EventLog:

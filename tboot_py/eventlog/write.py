@@ -5,10 +5,10 @@ TCG_PCClientPCREvent with EV_NO_ACTION, PCR 0 and a zero digest, followed by one
 TCG_PCR_EVENT2 record per measurement carrying a digest for every active bank.
 
 :func:`append_events` is crash-safe and serialised: it takes an exclusive ``flock`` on
-``<log>.lock``, parses the existing log (refusing one that does not parse, ends in a
-half-written record or carries other banks), writes the new content to a temporary file in
-the same directory, fsyncs it, renames it over the log and fsyncs the directory. A crash
-leaves either the old log or the new one, never a torn record.
+``<log>.lock`` (:func:`locked`; a caller that holds it uses :func:`append_events_locked`),
+parses the existing log (refusing one that does not parse, ends in a half-written record or
+carries other banks) and replaces it atomically (:func:`tboot_py.fileio.append_atomic`). A
+crash leaves either the old log or the new one, never a torn record.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import os
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from tboot_py.algorithms import HashAlg
 from tboot_py.errors import EventLogAppendError, InputError
 from tboot_py.eventlog.model import EV_NO_ACTION, LogFormat
 from tboot_py.eventlog.parse import MAX_LOG_SIZE, SPEC_ID_EVENT03, parse_log, read_log_bytes
+from tboot_py.fileio import append_atomic
 
 #: PFP 10.4.5.1: platformClass 0 (client), spec version 2.0 errata 0, uintnSize 2 (UINT64).
 _PLATFORM_CLASS = 0
@@ -102,10 +102,11 @@ def _check_banks(banks: Sequence[HashAlg]) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the log at ``path`` (``<path>.lock``). Not re-entrant."""
     lock = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise InputError(f"cannot create lock file {lock}: {e.strerror or e}") from e
     try:
@@ -113,14 +114,6 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def append_events(path: Path, events: Sequence[NewEvent], banks: Sequence[HashAlg]) -> None:
@@ -132,43 +125,32 @@ def append_events(path: Path, events: Sequence[NewEvent], banks: Sequence[HashAl
     """
     path = Path(path)
     encoded = b"".join(encode_event(e, banks) for e in events)  # validate before locking
+    with locked(path):
+        _append_encoded(path, encoded, banks)
+
+
+def append_events_locked(path: Path, events: Sequence[NewEvent], banks: Sequence[HashAlg]) -> None:
+    """:func:`append_events` for a caller that holds :func:`locked` on ``path``."""
+    _append_encoded(Path(path), b"".join(encode_event(e, banks) for e in events), banks)
+
+
+def _append_encoded(path: Path, encoded: bytes, banks: Sequence[HashAlg]) -> None:
     want = tuple((b.alg_id, b.size) for b in banks)
-    with _locked(path):
-        try:
-            exists = path.exists()
-        except OSError as e:
-            raise InputError(f"cannot access {path}: {e.strerror or e}") from e
-        if exists:
-            old = read_log_bytes(path)
-            log = parse_log(old, source=str(path))  # ParseError on a bad or torn log
-            if log.format is not LogFormat.CRYPTO_AGILE or log.spec_id is None:
-                raise EventLogAppendError("existing log is not a crypto-agile log", 0, str(path))
-            if log.spec_id.algorithms != want:
-                have = ", ".join(log.spec_id.bank_names)
-                raise EventLogAppendError(
-                    f"existing log carries banks [{have}], not [{', '.join(b.name for b in banks)}]", 0, str(path))
-        else:
-            old = encode_header(banks)
-        if len(old) + len(encoded) > MAX_LOG_SIZE:
-            raise InputError(f"event log {path} would exceed {MAX_LOG_SIZE} bytes")
-        _replace(path, old + encoded)
-
-
-def _replace(path: Path, content: bytes) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        exists = path.exists()
     except OSError as e:
-        raise InputError(f"cannot write to {directory}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise InputError(f"cannot write event log {path}: {e.strerror or e}") from e
+        raise InputError(f"cannot access {path}: {e.strerror or e}") from e
+    if exists:
+        old = read_log_bytes(path)
+        log = parse_log(old, source=str(path))  # ParseError on a bad or torn log
+        if log.format is not LogFormat.CRYPTO_AGILE or log.spec_id is None:
+            raise EventLogAppendError("existing log is not a crypto-agile log", 0, str(path))
+        if log.spec_id.algorithms != want:
+            have = ", ".join(log.spec_id.bank_names)
+            raise EventLogAppendError(
+                f"existing log carries banks [{have}], not [{', '.join(b.name for b in banks)}]", 0, str(path))
+    else:
+        old = encode_header(banks)
+    if len(old) + len(encoded) > MAX_LOG_SIZE:
+        raise InputError(f"event log {path} would exceed {MAX_LOG_SIZE} bytes")
+    append_atomic(path, old, encoded, 0o644, what="event log")

@@ -147,6 +147,12 @@ def register_launch(sub: Any) -> None:
                    help="hash-chained JSON-lines audit log (default STATE/audit.jsonl)")
     p.add_argument("--ak-alg", default="rsa", choices=["rsa", "ecc", "ecc384", "rsapss"],
                    help="AK algorithm when the gate creates its AK on first use")
+    p.add_argument("--handle", default=None, metavar="HANDLE",
+                   help="persistent handle of the gate's AK when it creates one (default 0x81010003; "
+                        "`tboot-py attest` uses 0x81010002)")
+    p.add_argument("--audit-pcr", default="15", metavar="N|none",
+                   help="PCR each audit record is extended into, so a cut or rewritten trail shows "
+                        "(default 15; none: not anchored)")
     p.add_argument("--firmware-log", type=Path, default=None, metavar="LOG",
                    help="firmware event log: feeds boot-state rules and the replay of PCRs that boot "
                         "loaders also extend (default with a TPM device: the kernel's binary_bios_measurements)")
@@ -169,6 +175,7 @@ def register_launch(sub: Any) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
+    from tboot_py._args import parse_handle
     from tboot_py.errors import InputError
     from tboot_py.launch.gate import DEFAULT_STATE, GateRequest, default_firmware_log
     from tboot_py.launch.handover import check_command
@@ -197,6 +204,8 @@ def _launch(args: argparse.Namespace) -> int:
         log=args.log, state=args.state or DEFAULT_STATE, audit_log=args.audit_log, pcr_map=args.pcr_map,
         pcr=args.pcr, ak_alg=args.ak_alg, firmware_log=firmware_log, dry_run=args.dry_run,
         command=tuple(command), evidence_out=args.evidence_out,
+        ak_handle=parse_handle(args.handle) if args.handle is not None else None,
+        audit_pcr=_audit_pcr(args.audit_pcr),
     )
     return _run(args, req)
 
@@ -219,6 +228,17 @@ def _run(args: argparse.Namespace, req: Any) -> int:
     sys.stderr.flush()
     exec_launcher(result)
     return EXIT_OK  # not reached
+
+
+def _audit_pcr(text: str) -> int | None:
+    from tboot_py.errors import InputError
+    from tboot_py.tpm import check_pcr_index
+
+    if text == "none":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise InputError(f"--audit-pcr wants a PCR number or none, got {text!r}")
+    return check_pcr_index(int(text))
 
 
 def _report(args: argparse.Namespace, result: Any) -> None:

@@ -29,7 +29,7 @@ from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError
 from tboot_py.eventlog.decode import encode_tboot_py
 from tboot_py.eventlog.model import EV_IPL  # PFP Table 9: tboot-py's measurement events
-from tboot_py.eventlog.write import NewEvent, append_events
+from tboot_py.eventlog.write import NewEvent, append_events_locked, encode_log, locked
 from tboot_py.measure import ArtifactKind, DigestSet, Measurement, measure
 from tboot_py.tpm import TPM, check_pcr_index
 
@@ -97,6 +97,8 @@ def measure_artifacts(
     for a in artifacts:
         if a.component not in COMPONENTS:
             raise InputError(f"unknown component {a.component!r}")
+        if a.cmdline is not None:
+            _check_utf8(a.cmdline, f"the {a.name} command line")
         if a.component in CMDLINE_COMPONENTS:
             cmd = a.cmdline or ""
             out.append(Measurement(name=a.name, kind=ArtifactKind.FILE, size=len(cmd.encode()),
@@ -121,26 +123,52 @@ def extend_and_log(
     mapping: str = "default",
     pcr: int | None = None,
     track: Tracker | None = None,
+    recovered: Callable[[str], None] | None = None,
 ) -> list[LoggedMeasurement]:
     """Measure, extend every active bank, then append the events to ``log_path``.
 
-    The log is checked before anything is extended (it must parse and carry the TPM's
-    banks), so a bad log stops the build before the PCRs move. A crash between extend and
-    append leaves PCRs ahead of the log; replay then fails, which denies (fail closed).
+    Extends and the append happen under the log's lock with an intent journal
+    (:mod:`tboot_py.launch.journal`): a run that died part-way is settled first (what it
+    did is passed to ``recovered``), and the log is checked before anything is extended
+    (it must parse and carry the TPM's banks), so a bad log stops the build before the
+    PCRs move, and a crash at any instant leaves a state the next run completes.
     """
+    from tboot_py.launch import journal
+
     banks = tpm.banks()
     if not banks:
         raise InputError("the TPM has no active PCR bank")
     _check_log_appendable(log_path, banks)
     measurements = measure_artifacts(artifacts, banks, mapping, track)
-    logged: list[LoggedMeasurement] = []
-    for a, m in zip(artifacts, measurements, strict=True):
-        lm = LoggedMeasurement(a.component, pcr_for(a.component, mapping, pcr), m, event_data(a.component, m))
-        tpm.extend(lm.pcr, lm.record_digests(banks))
-        logged.append(lm)
-    append_events(log_path, [NewEvent(lm.pcr, EV_IPL, lm.record_digests(banks), lm.event_data)
-                             for lm in logged], banks)
+    logged = [LoggedMeasurement(a.component, index, m, event_data(a.component, m))
+              for a, m in zip(artifacts, measurements, strict=True)
+              for index in (pcr_for(a.component, mapping, pcr),)]
+    events = [NewEvent(lm.pcr, EV_IPL, lm.record_digests(banks), lm.event_data) for lm in logged]
+    encode_log(events, banks)  # every event must encode before a PCR moves
+    with locked(log_path):
+        note = journal.recover(tpm, log_path, banks)
+        if note is not None and recovered is not None:
+            recovered(note)
+        _check_log_appendable(log_path, banks)
+        journal.write_intent(tpm, log_path, events, banks)
+        journal.crash_point("journal")
+        for i, e in enumerate(events):
+            tpm.extend(e.pcr, e.digests)
+            journal.crash_point(f"extend-{i}")
+        append_events_locked(log_path, events, banks)
+        journal.crash_point("logged")
+        journal.finish(log_path)
     return logged
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """Command lines are measured as UTF-8: one that is not (an argument in another
+    encoding reaches Python as lone surrogates, PEP 383) is an input error, before any PCR moves."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{what} is not valid UTF-8 (character {e.start}); command lines are measured as UTF-8") \
+            from None
 
 
 def _check_log_appendable(log_path: Path, banks: Sequence[HashAlg]) -> None:

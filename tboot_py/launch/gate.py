@@ -66,6 +66,10 @@ class GateRequest:
     #: Names of launch elements outside the measurement that the request carries (libvirt:
     #: ``qemu:commandline``, ``loader``...): refused unless the policy's ``allow_launch`` names each.
     allow_needed: tuple[str, ...] = ()
+    #: Persistent handle of the gate's AK when it creates one (default GATE_AK_HANDLE).
+    ak_handle: int | None = None
+    #: The PCR each audit record is extended into (None: the trail is not anchored).
+    audit_pcr: int | None = 15
 
     def log_path_for(self, boot: tuple[int, int]) -> Path:
         """The event log: ``--log``, or one per TPM boot in the state directory. PCRs start
@@ -175,6 +179,13 @@ class _Trace:
     nonce: str | None = None
     evidence: Path | None = None
     policy_sha256: str | None = None
+    #: What settling an interrupted earlier run did (extend journal, audit anchor).
+    recovered: list[str] = field(default_factory=list)
+    #: The TPM answered: the audit record can be anchored.
+    tpm_reached: bool = False
+    #: Why the audit log must not be appended to (a broken chain, a trail that does not
+    #: match its anchor): adding to it would bury the evidence.
+    audit_refused: str | None = None
 
 
 def _quote_own_log(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
@@ -209,7 +220,19 @@ def _quote_own_log(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
 def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: int,
            measurements: Sequence[Any], verdict: Any, trace: _Trace,
            launch: LaunchPlan | None = None) -> dict[str, Any]:
-    from tboot_py.audit.records import append_record
+    """Write the decision (fsynced, atomically, names that are not UTF-8 escaped) and
+    extend it into the anchor PCR. Raises when the record was not written: then nothing
+    may be launched."""
+    from tboot_py.audit.records import append_record, tpm_anchor
+    from tboot_py.fileio import check_write_path
+    from tboot_py.launch.journal import crash_point
+    from tboot_py.tpm import open_tpm
+
+    check_write_path(req.audit_path, "audit log")
+    if trace.audit_refused is not None:
+        from tboot_py.audit.records import AuditChainError
+
+        raise AuditChainError(trace.audit_refused)
 
     record = {
         "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -228,12 +251,27 @@ def _audit(req: GateRequest, allowed: bool, reasons: Sequence[str], exit_code: i
         "command": list(req.command),
         # The argv and environment the gate execs when allowed: exactly these, nothing else.
         "launch": launch.as_json() if launch is not None else None,
+        "recovered": list(trace.recovered),
+        "anchor": None,
     }
-    return append_record(req.audit_path, record)
+    if req.audit_pcr is None or not trace.tpm_reached:
+        return append_record(req.audit_path, record)
+    tpm = open_tpm(req.tpm)
+    try:
+        record["anchor"], extend = tpm_anchor(tpm, req.audit_pcr)
+
+        def anchor(rec: Mapping[str, Any]) -> None:
+            crash_point("audited")
+            extend(rec)
+
+        return append_record(req.audit_path, record, anchor)
+    finally:
+        tpm.close()
 
 
 def run_gate(req: GateRequest) -> GateResult:
     """Run every stage; returns the decision (never raises for a denial). The caller execs."""
+    from tboot_py.launch.journal import crash_point
     from tboot_py.launch.sealed import seal_artifact
 
     copies: dict[str, Any] = {}
@@ -241,7 +279,11 @@ def run_gate(req: GateRequest) -> GateResult:
     trace = _Trace()
     verdict = None
     plan = None
+    lock: int | None = None
     try:
+        # Gates on one state directory serialise here, from the first check to the audit
+        # record: the AK, the log, the journal and the anchor PCR are theirs alone meanwhile.
+        lock = _prepare_state(req)
         from tboot_py.policy import io as policy_io
         from tboot_py.policy import signing
 
@@ -257,6 +299,7 @@ def run_gate(req: GateRequest) -> GateResult:
                 copies[comp] = seal_artifact(comp, path, tboot_module=req.pcr_map == "tboot")
         if not copies:
             raise InputError("nothing to launch: give --hypervisor, --kernel or --initrd")
+        crash_point("sealed")
         if req.xl_config is not None:
             copies["xl_config"] = _seal_xl_config(req, copies)
         if not req.dry_run and req.command:
@@ -284,12 +327,20 @@ def run_gate(req: GateRequest) -> GateResult:
     except Error as e:
         for c in copies.values():
             c.close()
-        return GateResult(False, e.exit_code, (*result.reasons, f"audit log: {e.diagnostics()}"), verdict,
-                          result.measurements)
-    except OSError as e:
+        # Not written: never launch. A denial keeps its own code (and its reason, once).
+        code = e.exit_code if result.allowed else result.exit_code
+        why = e.diagnostics()
+        reasons = result.reasons if why in result.reasons else (*result.reasons, f"audit log: {why}")
+        return GateResult(False, code, reasons, verdict, result.measurements)
+    except Exception as e:  # fail closed: no record, no launch
         for c in copies.values():
             c.close()
-        return GateResult(False, 3, (*result.reasons, f"audit log: {e}"), verdict, result.measurements)
+        return GateResult(False, 3, (*result.reasons, f"audit log: {type(e).__name__}: {e}"), verdict,
+                          result.measurements)
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the gate lock
+    crash_point("anchored")
     if not result.allowed:
         for c in copies.values():
             c.close()
@@ -301,21 +352,103 @@ def run_gate(req: GateRequest) -> GateResult:
 def check_private_dir(path: Path) -> None:
     """Refuse a state directory that others could write to: whoever can write there can
     swap the AK state, the event log or the audit chain (as ssh refuses loose key files)."""
-    import stat
+    from tboot_py.fileio import check_private_dir as check
+
+    check(path, "state directory")
+
+
+def _prepare_state(req: GateRequest) -> int:
+    """Create and check the state directory and the paths the gate writes, then take the
+    gate lock (``STATE/gate.lock``, held until the audit record is written). Returns its fd."""
+    import fcntl
+
+    from tboot_py.fileio import check_write_path
 
     try:
-        st = path.stat()
+        # The state holds the AK, the event logs and the audit log: private to the gate.
+        req.state.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
-        raise InputError(f"cannot access the state directory {path}: {e.strerror}") from e
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != os.geteuid():
-        raise InputError(f"state directory {path} must be owned by this user and writable by nobody else "
-                         f"(mode {stat.S_IMODE(st.st_mode):o})")
+        raise InputError(f"cannot create {req.state}: {e.strerror}") from e
+    check_private_dir(req.state)
+    for path, what in ((req.log, "event log"), (req.audit_path, "audit log"), (req.evidence_out, "evidence file")):
+        if path is not None:
+            check_write_path(path, what)
+    if req.audit_pcr is not None:
+        from tboot_py.tpm import check_pcr_index
+
+        check_pcr_index(req.audit_pcr)
+        if (req.pcr_map == "tboot" and req.audit_pcr in (18, 19)) or (req.pcr_map != "tboot" and \
+                req.audit_pcr == (9 if req.pcr is None else req.pcr)):
+            raise InputError(f"the audit anchor PCR {req.audit_pcr} is also a PCR the gate measures into; "
+                             "choose another --audit-pcr")
+    lock = req.state / "gate.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise InputError(f"cannot open the gate lock {lock}: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        os.close(fd)
+        raise InputError(f"cannot lock {lock}: {e.strerror}") from e
+    return fd
+
+
+#: Free space the gate wants on each file system it writes before moving a PCR, beyond a
+#: copy of the file it replaces (appends rewrite the whole file: fileio.append_atomic).
+_MIN_FREE = 4 * 2**20
+
+
+def _check_space(paths: Sequence[Path]) -> None:
+    for p in paths:
+        try:
+            st = os.statvfs(p.parent)
+            size = os.stat(p).st_size if p.exists() else 0
+        except OSError as e:
+            raise InputError(f"cannot check the free space for {p}: {e.strerror}") from e
+        if not os.access(p.parent, os.W_OK):
+            raise InputError(f"cannot write in {p.parent}")
+        if st.f_bavail * st.f_frsize < size + _MIN_FREE:
+            raise InputError(f"not enough free space for {p} ({st.f_bavail * st.f_frsize} bytes free, "
+                             f"{size + _MIN_FREE} needed); nothing was extended")
+
+
+def _precheck(tpm: Any, req: GateRequest, log_path: Path, trace: _Trace) -> None:
+    """Everything that can fail, checked before the first PCR moves: the AK (created on
+    first use, at the gate's own handle), the audit chain and its anchor (an anchor left
+    one record behind by an interrupted gate is completed), write access and disk space."""
+    from tboot_py.attest.keys import GATE_AK_HANDLE, load_or_create_ak
+    from tboot_py.audit.records import AuditChainError, anchor_error, check_chain, check_tpm_anchor, tpm_anchor
+
+    handle = GATE_AK_HANDLE if req.ak_handle is None else req.ak_handle
+    ak = load_or_create_ak(tpm, req.state, alg=req.ak_alg, handle=handle)
+    if req.ak_handle is not None and ak.handle != req.ak_handle:
+        raise InputError(f"{req.state} holds the gate's AK at 0x{ak.handle:08x}, not at --handle "
+                         f"0x{req.ak_handle:08x}")
+    report = check_chain(req.audit_path)
+    if not report.ok:
+        trace.audit_refused = f"{req.audit_path}: refusing to append to a broken audit log: {report.error}"
+        raise AuditChainError(trace.audit_refused)
+    if req.audit_pcr is not None:
+        check = check_tpm_anchor(report.parsed, tpm, req.audit_pcr)
+        if check.pending:
+            _field, extend = tpm_anchor(tpm, req.audit_pcr)
+            extend(report.parsed[-1])
+            trace.recovered.append(f"the last audit record was extended into PCR {req.audit_pcr} "
+                                   "(a gate had stopped before anchoring it)")
+        elif not check.ok:
+            trace.audit_refused = anchor_error(req.audit_path, req.audit_pcr, check)
+            raise AuditChainError(trace.audit_refused)
+    _check_space([log_path, req.audit_path] + ([req.evidence_out] if req.evidence_out is not None else []))
 
 
 def _measure_extend_quote(req: GateRequest, artifacts: Sequence[Any],
                           trace: _Trace) -> tuple[Any, bytes, Any, list[Any]]:
     from tboot_py.eventlog import read_log
+    from tboot_py.eventlog.parse import read_log_bytes
+    from tboot_py.fileio import check_write_path
     from tboot_py.launch.builder import extend_and_log
+    from tboot_py.launch.journal import crash_point
     from tboot_py.tpm import open_tpm
 
     # The firmware log is read exactly once: the replay and the policy see the same events.
@@ -323,20 +456,19 @@ def _measure_extend_quote(req: GateRequest, artifacts: Sequence[Any],
     tpm = open_tpm(req.tpm)
     try:
         log_path = req.log_path_for(tpm.boot_counters())
+        trace.tpm_reached = True
         trace.log = log_path
         try:
-            # The state holds the AK, the event logs and the audit log: private to the gate.
-            req.state.mkdir(parents=True, exist_ok=True, mode=0o700)
             log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise InputError(f"cannot create {log_path.parent}: {e.strerror}") from e
-        check_private_dir(req.state)
-        logged = extend_and_log(tpm, log_path, artifacts, mapping=req.pcr_map, pcr=req.pcr)
-        try:
-            log_bytes = log_path.read_bytes()
-        except OSError as e:
-            raise InputError(f"cannot read back the event log {log_path}: {e.strerror}") from e
+        check_write_path(log_path, "event log")
+        _precheck(tpm, req, log_path, trace)
+        logged = extend_and_log(tpm, log_path, artifacts, mapping=req.pcr_map, pcr=req.pcr,
+                                recovered=trace.recovered.append)
+        log_bytes = read_log_bytes(log_path)
         evidence, nonce, ak = _quote_own_log(tpm, req, log_path, log_bytes, untrusted_fw, trace)
+        crash_point("quoted")
     finally:
         tpm.close()
     return evidence, nonce, ak, logged

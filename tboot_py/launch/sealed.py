@@ -27,7 +27,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,18 +135,11 @@ def _is_gzip_fd(fd: int) -> bool:
 
 def seal_copy(component: str, origin: Path) -> SealedCopy:
     """Copy ``origin`` into a sealed memfd. InputError for a missing file, a directory, etc."""
+    from tboot_py.fileio import open_regular
+
+    # Without blocking: a FIFO named as an artifact is refused, not waited on.
+    src, st = open_regular(origin, component)
     try:
-        src = os.open(origin, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise InputError(f"{component}: {origin}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{component}: {origin}: is a directory") from None
-    except OSError as e:
-        raise InputError(f"{component}: {origin}: {e.strerror}") from None
-    try:
-        st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{component}: {origin}: not a regular file")
         if st.st_size > MAX_ARTIFACT:
             raise InputError(f"{component}: {origin}: larger than {MAX_ARTIFACT} bytes")
         mfd = _new_memfd(component)

@@ -167,7 +167,8 @@ def open_source(src: PathLike | int | Source) -> Iterator[Source]:
         return
     name = os.fspath(src)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+        # O_NONBLOCK: opening a FIFO with no writer would block; _check_regular refuses it.
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError as e:
         raise InputError(f"{name}: no such file") from e
     except IsADirectoryError as e:
@@ -177,6 +178,7 @@ def open_source(src: PathLike | int | Source) -> Iterator[Source]:
     leased = False
     try:
         size = _check_regular(fd, name)
+        os.set_blocking(fd, True)
         leased = size >= MAP_MIN and _take_read_lease(fd)
         if leased:  # the size that counts is the one under the lease: no writer can change it now
             size = _check_regular(fd, name)

@@ -121,7 +121,8 @@ def _done(args: argparse.Namespace, text: str, doc: dict[str, Any]) -> None:
 
 def _init(args: argparse.Namespace) -> int:
     from tboot_py.errors import InputError
-    from tboot_py.policy.io import dumps_policy, format_for, write_atomic
+    from tboot_py.fileio import write_atomic
+    from tboot_py.policy.io import dumps_policy, format_for
     from tboot_py.policy.model import Mode, Policy
 
     if args.policy.exists() and not args.force:
@@ -360,7 +361,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from tboot_py.policy.io import load_policy, sign_policy, write_atomic
+    from tboot_py.fileio import write_atomic
+    from tboot_py.policy.io import load_policy, sign_policy
     from tboot_py.policy.signing import load_private_key
 
     pol = load_policy(args.policy)
@@ -386,14 +388,12 @@ def _verify(args: argparse.Namespace) -> int:
 def _import_vlp(args: argparse.Namespace) -> int:
     import sys
 
-    from tboot_py.errors import InputError
+    from tboot_py.fileio import read_file
     from tboot_py.policy.io import save_policy
+    from tboot_py.policy.vlp import MAX_FILE as MAX_VLP
     from tboot_py.policy.vlp import parse_vlp, vlp_to_policy
 
-    try:
-        data = args.vlp.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {args.vlp}: {e.strerror}") from e
+    data = read_file(args.vlp, "VLP file", MAX_VLP)
     vlp = parse_vlp(data, source=str(args.vlp))
     policy = vlp_to_policy(vlp, name=f"imported from {args.vlp.name}", allow_permissive=args.allow_permissive)
     save_policy(policy, args.output)
@@ -405,7 +405,8 @@ def _import_vlp(args: argparse.Namespace) -> int:
 
 
 def _export_vlp(args: argparse.Namespace) -> int:
-    from tboot_py.policy.io import load_policy, write_atomic
+    from tboot_py.fileio import write_atomic
+    from tboot_py.policy.io import load_policy
     from tboot_py.policy.vlp import policy_to_vlp, serialize_vlp
 
     vlp = policy_to_vlp(load_policy(args.policy), bank=args.alg)

@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from tboot_py.errors import InputError, PolicyError, PolicySignatureError
+from tboot_py.fileio import read_file
+from tboot_py.fileio import write_atomic as write_atomic  # callers that write policies
 from tboot_py.policy import _serialize, signing
 from tboot_py.policy.model import Policy
 
 
 def read_bytes(path: Path, what: str = "policy") -> bytes:
     try:
-        with open(path, "rb") as f:
-            data = f.read(_serialize.MAX_TEXT + signing.MAX_ENVELOPE + 1)
-    except IsADirectoryError as e:
-        raise PolicyError(f"{what} {path} is a directory") from e
-    except OSError as e:
-        raise PolicyError(f"cannot read {what} {path}: {e.strerror}") from e
-    if len(data) > _serialize.MAX_TEXT + signing.MAX_ENVELOPE:
-        raise PolicyError(f"{what} {path} is too large")
-    return data
+        return read_file(path, what, _serialize.MAX_TEXT + signing.MAX_ENVELOPE)
+    except InputError as e:
+        raise PolicyError(e.diagnostics()) from e
 
 
 def _decode_text(data: bytes) -> str:
@@ -108,24 +102,9 @@ def format_for(path: Path) -> str:
 def save_policy(policy: Policy, path: Path | str, fmt: str | None = None) -> None:
     """Write atomically (temp file + rename), as TOML unless the name ends in .json."""
     p = Path(path)
-    write_atomic(p, dumps_policy(policy, fmt or format_for(p)).encode())
+    write_atomic(p, dumps_policy(policy, fmt or format_for(p)).encode(), what="policy")
 
 
 def sign_policy(policy: Policy, keys: Sequence[signing.PrivateKey]) -> signing.Envelope:
     """A DSSE envelope over the policy's canonical JSON."""
     return signing.sign_payload(_serialize.dumps_canonical_json(policy), keys)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    d = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from e

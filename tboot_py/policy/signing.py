@@ -14,7 +14,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,14 +123,11 @@ def write_keypair(key: PrivateKey, path: Path) -> Path:
     priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(priv)
-        pub_path = path.with_name(path.name + ".pub")
-        pub_path.write_bytes(pub)
-    except OSError as e:
-        raise InputError(f"cannot write key {path}: {e.strerror}") from e
+    from tboot_py.fileio import write_atomic
+
+    write_atomic(path, priv, 0o600, what="private key")
+    pub_path = path.with_name(path.name + ".pub")
+    write_atomic(pub_path, pub, 0o644, what="public key")
     return pub_path
 
 
@@ -162,14 +158,9 @@ def load_public_key(path: Path) -> PublicKey:
 
 
 def _read_small(path: Path, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(65537)
-    except OSError as e:
-        raise InputError(f"cannot read {what} {path}: {e.strerror}") from e
-    if len(data) > 65536:
-        raise InputError(f"{what} {path} is too large")
-    return data
+    from tboot_py.fileio import read_file
+
+    return read_file(path, what, 65536)
 
 
 # ---------------------------------------------------------------- sign / verify

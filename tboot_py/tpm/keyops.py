@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from tboot_py.errors import TPMError
+from tboot_py.errors import TPMError, TPMNoRoomError
 from tboot_py.tpm.esapi import EsapiTPM, tss_errors
 
 from tpm2_pytss import TSS2_Exception  # isort: skip
@@ -33,6 +33,8 @@ from tpm2_pytss.types import (  # isort: skip
 # TPM_RC_HANDLE for a persistent handle that holds nothing (Part 2, 6.6.3), with any
 # handle/parameter number bits, and TPM_RC_NV_DEFINED etc. are masked off by the caller.
 _RC_HANDLE = 0x08B
+#: TPM_RC_NV_SPACE (TPM 2.0 Part 2, 6.6.3): no room for another persistent object.
+_RC_NV_SPACE = 0x14B
 
 
 def _public_obj(tpmt_public: bytes) -> Any:
@@ -186,8 +188,15 @@ def persistent_handles(tpm: EsapiTPM) -> list[int]:
 def persist(tpm: EsapiTPM, obj: Loaded, handle: int) -> None:
     """TPM2_EvictControl(TPM_RH_OWNER) of a loaded object to persistent ``handle`` (Part 3, 28.5)."""
     es = tpm.esapi
-    with tss_errors(f"TPM2_EvictControl(0x{handle:08x})"):
-        tr = es.evict_control(ESYS_TR.OWNER, obj.tr, handle)
+    try:
+        with tss_errors(f"TPM2_EvictControl(0x{handle:08x})"):
+            tr = es.evict_control(ESYS_TR.OWNER, obj.tr, handle)
+    except TPMError as e:
+        if e.rc & 0xFFF == _RC_NV_SPACE:
+            raise TPMNoRoomError(f"the TPM has no room to persist a key at 0x{handle:08x} (TPM_RC_NV_SPACE): "
+                                 "evict an unused persistent object (tpm2_evictcontrol) or reuse one with --handle",
+                                 rc=e.rc) from e
+        raise
     with suppress(Exception):
         es.tr_close(tr)
 

@@ -45,18 +45,13 @@ def register(sub: Any) -> None:
     qv.set_defaults(func=_quote_verify)
 
 
-def _read(path: str, what: str) -> bytes:
-    from pathlib import Path
-
+def _read(path: str, what: str, limit: int = 2**20) -> bytes:
     from tboot_py._args import STDIN, read_stdin
-    from tboot_py.errors import InputError
+    from tboot_py.fileio import read_file
 
     if path == STDIN:
-        return read_stdin(what)
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise InputError(f"{what} {path}: {e}") from e
+        return read_stdin(what, limit)
+    return read_file(path, what, limit)
 
 
 def _report(args: argparse.Namespace, ok: bool, reason: str, verified: Any, extra: dict[str, Any]) -> int:
@@ -111,7 +106,7 @@ def _verify(args: argparse.Namespace) -> int:
     from tboot_py.algorithms import parse_banks
     from tboot_py.appraise import Appraiser, TrustConfig
     from tboot_py.errors import InputError
-    from tboot_py.tpm.evidence import parse_evidence
+    from tboot_py.tpm.evidence import MAX_EVIDENCE_BYTES, parse_evidence
     from tboot_py.tpm.wire import PCRSelection
     from tboot_py.verify.quote import load_trusted_ak
 
@@ -130,10 +125,14 @@ def _verify(args: argparse.Namespace) -> int:
         raise InputError("--nonce is required (or --no-freshness for archived evidence without one)")
     else:
         nonce = parse_hex(args.nonce, "--nonce")
-    ev = parse_evidence(_read(args.evidence, "evidence"), source=args.evidence)
+    ev = parse_evidence(_read(args.evidence, "evidence", MAX_EVIDENCE_BYTES), source=args.evidence)
     sel = PCRSelection.parse_spec(args.pcrs) if args.pcrs else None
     if args.exact and sel is None:
         raise InputError("--exact needs --pcrs")
+    if args.ek_ca:  # an unreadable CA is an input error (exit 2), not evidence that fails
+        from tboot_py.verify.ekcert import load_ca_dir
+
+        load_ca_dir(Path(args.ek_ca))
     trust = TrustConfig(
         ak=load_trusted_ak(args.ak), policy=policy, ek_roots=Path(args.ek_ca) if args.ek_ca else None,
         required_banks=tuple(b.name for b in parse_banks(args.require_banks)) if args.require_banks else None,

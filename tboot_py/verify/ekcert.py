@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tboot_py.errors import InputError, ParseError, VerificationError
+from tboot_py.fileio import SMALL, read_file
 from tboot_py.tpm import wire as st
 
 
@@ -73,10 +74,7 @@ def load_ca_dir(path: Path) -> list[x509.Certificate]:
         raise InputError(f"{path}: no such CA file or directory")
     out: list[x509.Certificate] = []
     for f in files:
-        try:
-            data = f.read_bytes()
-        except OSError as e:
-            raise InputError(f"{f}: {e}") from e
+        data = read_file(f, "CA certificate", SMALL)
         if b"-----BEGIN CERTIFICATE-----" in data:
             try:
                 out.extend(x509.load_pem_x509_certificates(data))

@@ -240,8 +240,10 @@ def verify_quote(evidence: Evidence, ak_public: AKPublic, nonce: bytes,
     if not hmac.compare_digest(attest.extra_data, nonce):
         raise ve.NonceMismatchError(f"quote nonce {attest.extra_data.hex() or '(empty)'} is not the expected "
                                     f"nonce {nonce.hex() or '(empty)'}")
-    if not attest.clock_info.safe:
-        raise ve.ClockNotSafeError("clockInfo.safe is NO: the TPM clock may have been rolled back")
+    # clockInfo.safe = NO (TPM 2.0 Part 1, 36.7: the TPM lost power without TPM2_Shutdown and
+    # Clock may be behind a value it reported before) says nothing about freshness, which the
+    # nonce proves. It only weakens Clock comparisons against an earlier quote, so it is
+    # weighed in _check_history, never a reason to refuse a launch after a power cut.
 
     quoted = attest.quote.pcr_select
     qn = _norm(quoted)
@@ -314,7 +316,9 @@ def _check_history(prev: QuoteHistory, cur: st.ClockInfo) -> None:
     if cur.reset_count == prev.reset_count and cur.restart_count < prev.restart_count:
         raise ve.CounterRollbackError(
             f"restartCount {cur.restart_count} is below the previous {prev.restart_count}")
-    if cur.clock < prev.clock:
+    if cur.clock < prev.clock and (cur.safe or cur.reset_count == prev.reset_count):
+        # Not safe after a TPM Reset (power lost without TPM2_Shutdown): Clock restarts from
+        # its last saved value and may be behind an earlier quote's (Part 1, 36.7).
         raise ve.CounterRollbackError(f"clock {cur.clock} is before the previous quote's {prev.clock}")
     if (cur.reset_count, cur.restart_count, cur.clock) == (prev.reset_count, prev.restart_count, prev.clock):
         raise ve.ReplayedQuoteError("the quote is not newer than the AK's previous attestation (replayed quote)")
@@ -349,10 +353,9 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
     p = Path(path)
     if p.is_dir():
         p = p / "ak.json"
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise InputError(f"{p}: cannot read AK: {e}") from e
+    from tboot_py.fileio import SMALL, read_file
+
+    data = read_file(p, "AK", SMALL)
     if data.lstrip().startswith(b"{"):
         try:
             rec = json.loads(data)

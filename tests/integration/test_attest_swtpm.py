@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from tboot_py.attest import credential, keys
 from tboot_py.attest.quote import collect_evidence
-from tboot_py.errors import TPMError
+from tboot_py.errors import InputError, TPMError
 from tboot_py.tpm import wire as st
 from tboot_py.tpm.esapi import EsapiTPM
 from tboot_py.tpm.evidence import parse_evidence
@@ -103,7 +103,7 @@ def test_ak_persists_across_contexts_and_reloads(swtpm: Swtpm, tmp_path: Path) -
                        capture_output=True, check=True)
         again = keys.load_or_create_ak(t, state, "ecc")  # reloaded from the saved blob
         assert again.public.raw == first.public.raw
-        with pytest.raises(TPMError, match="already in use"):
+        with pytest.raises(InputError, match="already in use"):
             keys.load_or_create_ak(t, tmp_path / "other-state", "ecc")
     finally:
         t.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tboot_py.errors import InputError, PolicyError
+from tboot_py.fileio import read_file, read_text
 from tboot_py.launch import xl
 from tboot_py.launch.gate import GateRequest, default_firmware_log
 from tboot_py.launch.xl import parse_xl_config
@@ -35,10 +36,8 @@ class GateConfig:
 def load_config(path: Path | None = None) -> GateConfig:
     path = path or Path(os.environ.get("TBOOT_PY_GATE_CONFIG", DEFAULT_CONFIG))
     try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"gate configuration {path} not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        doc = tomllib.loads(read_text(path, "gate configuration"))
+    except tomllib.TOMLDecodeError as e:
         raise InputError(f"gate configuration {path}: {e}") from None
     try:
         keys = doc.get("trust_keys", [])
@@ -83,13 +82,7 @@ def xl_create(args: Sequence[str]) -> GateRequest:
     if not args:
         raise InputError("usage: tboot-py hook xl-create CONFIG [VAR=VALUE ...]")
     config = Path(args[0])
-    try:
-        with config.open("rb") as f:
-            data = f.read(MAX_XL_CONFIG + 1)
-    except OSError as e:
-        raise InputError(f"{config}: {e.strerror}") from None
-    if len(data) > MAX_XL_CONFIG:
-        raise InputError(f"{config}: larger than {MAX_XL_CONFIG} bytes")
+    data = read_file(config, "xl domain configuration", MAX_XL_CONFIG)
     # xl create reads each VAR=VALUE as one more line of the config.
     text = xl.with_extras(data, tuple(args[1:]))
     try:

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tboot_py.errors import PolicyError, PolicySignatureError
+from tboot_py.fileio import write_atomic
 from tboot_py.policy import load_policy, loads_policy, sign_policy
-from tboot_py.policy.io import write_atomic
 from tboot_py.policy.signing import PAYLOAD_TYPE, generate_key, keyid, write_keypair
 
 POLICY = f"""version = 1
