@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tboot_py import algorithms
+from tboot_py import algorithms, jsonin
 from tboot_py.errors import InputError, TPMError
 from tboot_py.tpm import wire as st
 from tboot_py.tpm.ek import EK_KINDS, EKKind
@@ -139,7 +139,7 @@ def _load_state(state: Path) -> dict[str, Any] | None:
     from tboot_py.fileio import SMALL, read_file
 
     try:
-        rec = json.loads(read_file(f, "AK state", SMALL))
+        rec = jsonin.loads(read_file(f, "AK state", SMALL))
         return {"handle": int(rec["handle"], 16), "alg": str(rec["alg"]),
                 "public": base64.b64decode(rec["public"], validate=True),
                 "private": base64.b64decode(rec["private"], validate=True),

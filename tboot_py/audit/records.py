@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tboot_py import jsonin
 from tboot_py.errors import InputError, VerificationError
 from tboot_py.fileio import append_atomic, read_file
 
@@ -107,7 +108,7 @@ def check_chain_bytes(data: bytes) -> ChainReport:
     recs: list[Mapping[str, Any]] = []
     for n, raw in enumerate(lines, start=1):
         try:
-            rec = json.loads(raw)
+            rec = jsonin.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return ChainReport(False, n - 1, f"line {n} is not JSON", n)
         if not isinstance(rec, dict) or not isinstance(rec.get("hash"), str):

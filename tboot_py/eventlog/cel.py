@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from typing import Any
 
-from tboot_py import algorithms
+from tboot_py import algorithms, jsonin
 from tboot_py.errors import ParseError, UnknownAlgorithmError
 from tboot_py.eventlog.model import EV_NO_ACTION, EventLog, LogFormat, bank_name
 from tboot_py.eventlog.parse import SPEC_ID_EVENT03, parse_log, parse_spec_id
@@ -78,7 +77,7 @@ def _from_cel(text: str | bytes, source: str | None) -> EventLog:
     if len(text) > MAX_CEL_JSON:
         raise ParseError("CEL document too large", 0)
     try:
-        doc = json.loads(text)
+        doc = jsonin.loads(text)
     except (ValueError, RecursionError) as e:
         raise ParseError(f"not JSON: {e}", getattr(e, "pos", 0) or 0) from e
     if isinstance(doc, dict) and isinstance(doc.get("events"), list):

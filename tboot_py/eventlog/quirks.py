@@ -16,6 +16,7 @@ from tboot_py.algorithms import HashAlg
 from tboot_py.errors import UnknownAlgorithmError
 from tboot_py.eventlog.model import EV_EFI_ACTION, Event, EventLog, bank_name
 from tboot_py.eventlog.replay import DRTM_PCRS, BankReplay, StartState, fold, replay_bank_logs
+from tboot_py.jsonin import ascii_int
 
 EXIT_BOOT_SERVICES = (b"Exit Boot Services Invocation", b"Exit Boot Services Returned with Success")
 
@@ -215,7 +216,7 @@ def load_pcr_values(obj: object) -> dict[str, dict[int, bytes]]:
         vals: dict[int, bytes] = {}
         for k, v in regs.items():
             try:
-                pcr = int(k)
+                pcr = ascii_int(k)
                 value = bytes.fromhex(v[2:] if isinstance(v, str) and v.lower().startswith("0x") else v)
             except (TypeError, ValueError) as e:
                 raise InputError(f"bad PCR value {bank}:{k}") from e

@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from tboot_py import algorithms
+from tboot_py import algorithms, jsonin
 from tboot_py.errors import PolicyError, UnknownAlgorithmError
 from tboot_py.policy.model import (
     DRTM_PCRS,
@@ -361,7 +361,7 @@ def _pcrs(t: Mapping[str, Any], path: str, budget: _Budget, rid: str | None) -> 
         vals: dict[int, bytes] = {}
         for k, hexv in rt.items():
             ppath = f"{bpath}.{k}"
-            if not isinstance(k, str) or not k.isdigit() or len(k) > 2:
+            if not isinstance(k, str) or not k.isascii() or not k.isdigit() or len(k) > 2:
                 raise PolicyError(f"{ppath}: a PCR index must be a number 0..23")
             idx = _int(int(k), ppath, 0, 23)
             if idx in vals:
@@ -570,7 +570,7 @@ def loads_json(text: str | bytes, allow_empty: bool = False) -> Policy:
     if len(text) > MAX_TEXT:
         raise PolicyError(f"policy larger than {MAX_TEXT} bytes")
     try:
-        doc = json.loads(text)
+        doc = jsonin.loads(text)  # a key given twice is an error, not last-wins
     except (ValueError, RecursionError) as e:  # JSONDecodeError and bad UTF-8 are ValueErrors
         raise PolicyError(f"policy is not valid JSON: {e}") from e
     return policy_from_dict(doc, allow_empty)

@@ -8,10 +8,10 @@ and (unverified) envelopes load. Any failure raises; a caller that catches it mu
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from tboot_py import jsonin
 from tboot_py.errors import InputError, PolicyError, PolicySignatureError
 from tboot_py.fileio import read_file
 from tboot_py.fileio import write_atomic as write_atomic  # callers that write policies
@@ -37,7 +37,7 @@ def _sniff_json(text: str) -> object | None:
     if not text.lstrip().startswith("{"):
         return None
     try:
-        doc: object = json.loads(text)
+        doc: object = jsonin.loads(text)
     except (ValueError, RecursionError) as e:
         raise PolicyError(f"policy is not valid JSON: {e}") from e
     return doc

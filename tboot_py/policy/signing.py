@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from tboot_py import jsonin
 from tboot_py.errors import InputError, PolicyError, PolicySignatureError
 
 PAYLOAD_TYPE = "application/vnd.tboot-py.policy+json"
@@ -217,7 +218,7 @@ def envelope_from_text(text: bytes) -> Envelope:
     if len(text) > MAX_ENVELOPE:
         raise PolicyError("signed policy is too large")
     try:
-        doc: Any = json.loads(text)
+        doc: Any = jsonin.loads(text)
     except (ValueError, RecursionError) as e:
         raise PolicyError(f"signed policy is not valid JSON: {e}") from e
     return parse_envelope(doc)

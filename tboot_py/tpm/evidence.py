@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tboot_py import algorithms
+from tboot_py import algorithms, jsonin
 from tboot_py.errors import ParseError
 from tboot_py.tpm import wire as st
 
@@ -113,7 +113,7 @@ def parse_evidence(data: bytes | str, source: str = "evidence") -> Evidence:
     if len(data) > MAX_EVIDENCE_BYTES:
         raise ParseError(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes", 0, source)
     try:
-        obj = json.loads(data)
+        obj = jsonin.loads(data)
     except (ValueError, RecursionError) as e:
         raise ParseError(f"evidence is not JSON: {e}", getattr(e, "pos", 0) or 0, source) from e
     if not isinstance(obj, dict):

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from tboot_py import algorithms
+from tboot_py import algorithms, jsonin
 from tboot_py.errors import Error, ParseError, VerificationError
 from tboot_py.tpm import wire as st
 from tboot_py.tpm.evidence import Evidence
@@ -344,7 +344,6 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
     """Read a trusted AK from a file: tboot-py's ``ak.json`` state (or the state directory),
     PEM (SubjectPublicKeyInfo), or binary TPMT_PUBLIC / TPM2B_PUBLIC (tpm2-tools ``-f tpmt``,
     ``tpm2_createak -u``). Raises InputError/ParseError."""
-    import json
 
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -358,7 +357,7 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
     data = read_file(p, "AK", SMALL)
     if data.lstrip().startswith(b"{"):
         try:
-            rec = json.loads(data)
+            rec = jsonin.loads(data)
             pub = st.parse_public(base64.b64decode(rec["public"], validate=True), source=str(p))
             qn = rec.get("qualified_name")
             return TrustedAK(pub, bytes.fromhex(qn) if qn else None)

@@ -15,11 +15,11 @@ The digests fill the lists in selection order (bank by bank, PCRs ascending), 8 
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 
+from tboot_py import jsonin
 from tboot_py.errors import ParseError
 from tboot_py.tpm import wire as st
 from tboot_py.tpm.evidence import Evidence
@@ -116,8 +116,8 @@ def read_pcrs_file(data: bytes, source: str | None = None) -> dict[str, dict[int
 
     if data.lstrip().startswith(b"{"):
         try:
-            obj = json.loads(data)
-        except ValueError as e:
+            obj = jsonin.loads(data)
+        except (ValueError, RecursionError) as e:
             raise ParseError(f"PCR file is not JSON: {e}", 0, source) from e
         if isinstance(obj, dict) and "pcrs" in obj:
             obj = obj["pcrs"]

@@ -168,7 +168,10 @@ def hook_request(name: str, args: Sequence[str], stdin: TextIO) -> GateRequest |
     if name == "xl-create":
         return xl_create(args)
     if name == "libvirt-qemu":
-        xml_text = stdin.read(MAX_XML + 1)
+        try:
+            xml_text = stdin.read(MAX_XML + 1)
+        except (OSError, ValueError) as e:  # a closed or unreadable stdin; bad UTF-8
+            raise InputError(f"cannot read the domain XML from standard input: {e}") from None
         if len(xml_text) > MAX_XML:
             raise InputError("domain XML too large")
         return libvirt_qemu(args, xml_text)
