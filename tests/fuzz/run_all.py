@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Coverage-guided fuzzing (atheris) of the event-log and artifact parsers, bounded in time.
+"""Coverage-guided fuzzing (atheris) of the event-log, artifact, policy, evidence and xl
+config parsers, bounded in time.
 
     tests/fuzz/run_all.py --seconds 60            # every target, the time split between them
     tests/fuzz/run_all.py --target parse_log --seconds 30
@@ -8,8 +9,11 @@ Each target runs in its own process under libFuzzer. A target fails on any excep
 than ParseError (the only exception a parser may raise) and on any exception from the code
 that consumes a parsed log (replay, decoders, boot state, digest checks). The PE/Authenticode
 target and the gzip tboot-module target fail on anything but ParseError (and the gzip-bomb
-InputError). Seeds come from the real logs in ../shared/corpus and from PE and gzip images
-built here; new inputs go to a temporary directory, never to the corpus.
+InputError). The policy target (TOML, JSON and DSSE policies) fails on anything but
+PolicyError, the evidence target on anything but ParseError, and the xl config target on
+anything but InputError. Seeds come from the real logs in ../shared/corpus, the policies
+in measurements/, and PE, gzip, evidence and xl config files built here; new inputs go to a
+temporary directory, never to the corpus.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = Path(os.environ.get("TBOOT_PY_CORPUS") or REPO.parent / "shared" / "corpus") / "logs"
-TARGETS = ("parse_log", "ima", "cel", "authenticode", "tboot_gzip")
+TARGETS = ("parse_log", "ima", "cel", "authenticode", "tboot_gzip", "policy", "evidence", "xl_config")
 
 
 def _target(name: str) -> object:
@@ -91,8 +95,32 @@ def _target(name: str) -> object:
                 continue
             assert size == len(img) and gz == img.startswith(b"\x1f\x8b") and len(digests["sha256"]) == 32
 
+    with atheris.instrument_imports():
+        from tboot_py.errors import InputError, PolicyError
+        from tboot_py.launch.xl import check_config
+        from tboot_py.policy.io import loads_policy
+        from tboot_py.tpm.evidence import parse_evidence
+
+    def fuzz_policy(data: bytes) -> None:
+        try:
+            loads_policy(data)
+        except PolicyError:
+            return
+
+    def fuzz_evidence(data: bytes) -> None:
+        try:
+            parse_evidence(data)
+        except ParseError:
+            return
+
+    def fuzz_xl(data: bytes) -> None:
+        try:
+            check_config(data.decode("utf-8", "surrogateescape"))
+        except InputError:
+            return
+
     return {"parse_log": fuzz_parse, "ima": fuzz_ima, "cel": fuzz_cel, "authenticode": fuzz_authenticode,
-            "tboot_gzip": fuzz_gzip}[name]
+            "tboot_gzip": fuzz_gzip, "policy": fuzz_policy, "evidence": fuzz_evidence, "xl_config": fuzz_xl}[name]
 
 
 def _seeds(name: str, directory: Path) -> None:
@@ -121,6 +149,24 @@ def _seeds(name: str, directory: Path) -> None:
 
         (directory / "one").write_bytes(gzip.compress(b"multiboot module " * 64))
         (directory / "two").write_bytes(gzip.compress(b"a" * 100) + gzip.compress(b"b" * 3))
+    if name == "policy":
+        for p in sorted((REPO / "measurements").rglob("*")):
+            if p.suffix in (".toml", ".json") and p.stat().st_size < 60000:
+                (directory / p.name).write_bytes(p.read_bytes())
+        (directory / "dup.json").write_text('{"version": 1, "version": 1, "rules": []}')
+    if name == "evidence":
+        import base64
+
+        b64 = base64.b64encode(bytes(64)).decode()
+        (directory / "evidence.json").write_text(json.dumps({
+            "format": "tboot-py-evidence/1", "attest": b64, "signature": b64, "ak_public": None,
+            "pcrs": {"sha256": {"0": "00" * 32}}, "event_logs": [{"name": "firmware", "log": b64}],
+            "ek_certificate": None}))
+    if name == "xl_config":
+        (directory / "guest.cfg").write_text('name = "g"\nkernel = "/boot/vmlinuz"\nramdisk = "/boot/initrd"\n'
+                                             'cmdline = "console=hvc0"\nmemory = 512\nvcpus = 2\n'
+                                             'disk = [ "phy:/dev/vg/g,xvda,w" ]\n# comment\n')
+        (directory / "extra.cfg").write_text('kernel = "/k"\nroot = "/dev/xvda1"\nextra = "quiet"\n')
     if name == "ima":
         h = "00" * 20
         (directory / "ascii").write_text(f"10 {h} ima-ng sha256:{'00' * 32} /init\n10 {h} ima {h} /bin/sh\n")
