@@ -85,7 +85,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     append_record(audit, {"decision": "deny"})
     return {"dir": d, "kernel": kernel, "policy": policy, "dup": dup, "arabic": arabic, "badkey": badkey,
-            "pcrs_dup": pcrs_dup, "policy1": policy1, "log": log, "pcrs_arabic": pcrs_arabic, "evidence_dup": evidence_dup, "audit": audit}
+            "pcrs_dup": pcrs_dup,
+            "policy1": policy1, "log": log, "pcrs_arabic": pcrs_arabic, "evidence_dup": evidence_dup, "audit": audit}
 
 
 def _cases(f: dict[str, Path]) -> list[tuple[list[str], int, str]]:
