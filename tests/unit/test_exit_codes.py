@@ -119,6 +119,7 @@ def _cases(f: dict[str, Path]) -> list[tuple[list[str], int, str]]:
         (["audit", "verify", str(f["audit"]), "--audit-pcr", "15"], 2, "--tpm"),
         (["audit", "show", str(d)], 2, "directory"),
         (["audit", "report", missing], 2, "missing"),
+        (["audit", "recheck", "--db", missing], 2, "no such database"),
         (["measure", missing], 2, "missing"),
         (["measure", "--banks", "sha999", str(f["kernel"])], 2, "sha999"),
         (["policy", "init", str(f["policy"])], 2, ""),
