@@ -384,20 +384,22 @@ def policy_sets(service: Service) -> list[dict[str, Any]]:
 
 
 def policy_text(body: bytes) -> str:
-    """The policy as a person reads it: a DSSE envelope's payload, else the body itself."""
+    """The policy as a person reads it: a DSSE envelope's payload, else the body itself
+    (JSON pretty-printed, so a diff shows one member per line)."""
+    from tboot_py.errors import PolicyError
+    from tboot_py.policy.signing import looks_like_envelope, parse_envelope
+
+    text = body.decode("utf-8", "replace")
     try:
-        env = json.loads(body)
-        if isinstance(env, dict) and isinstance(env.get("payload"), str) and "payloadType" in env:
-            payload = base64.b64decode(env["payload"], validate=True)
-            try:
-                return json.dumps(json.loads(payload), indent=2, sort_keys=True) + "\n"
-            except ValueError:
-                return payload.decode("utf-8", "replace")
-        if isinstance(env, dict):
-            return json.dumps(env, indent=2, sort_keys=True) + "\n"
-    except (ValueError, binascii.Error):
+        doc = json.loads(body)
+        if looks_like_envelope(doc):
+            text = parse_envelope(doc).payload.decode("utf-8", "replace")
+            doc = json.loads(text)
+        if isinstance(doc, dict):
+            return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    except (ValueError, PolicyError):
         pass
-    return body.decode("utf-8", "replace")
+    return text
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,9 @@ def register(app: FastAPI, service: Service, admin_token: str, audit_logs: Seque
     def result_json(request: Request, result_id: int) -> Response:
         if not authed(request):
             return to_login(request)
+        if not 0 < result_id < 2**62:
+            return JSONResponse({"error": "no_such_result", "detail": "no such result"}, status_code=404,
+                                headers=_HEADERS)
         try:
             out = service.result(result_id)
         except ServiceError as e:

@@ -114,6 +114,8 @@ def test_host_page_shows_the_failure_with_both_digests(client: TestClient, fleet
     j = client.get(f"/result/{fleet.failing_result}.json").json()
     assert j["appraisal"]["verdict"]["reasons"][0]["actual"] == KERNEL_EVIL
     assert client.get("/host/nobody").status_code == 404
+    assert client.get("/result/99999999999999999999999.json").status_code == 404
+    assert client.get("/result/0.json").status_code == 404
     assert client.get("/host/..%2Fx").status_code == 404
 
 
