@@ -41,7 +41,9 @@ def test_sdist_and_wheel_carry_data_and_metadata(dist: Path) -> None:
     with zipfile.ZipFile(whl) as z:
         names = z.namelist()
         meta = z.read(f"tboot_py-{__version__}.dist-info/METADATA").decode()
-    for want in ("tboot_py/audit/templates/", "tboot_py/share/man/man1/tboot-py.1",
+    for want in ("tboot_py/audit/templates/", "tboot_py/server/templates/host.html.j2",
+                 "tboot_py/server/templates/compliance.html.j2", "tboot_py/server/static/dashboard.css",
+                 "tboot_py/share/man/man1/tboot-py.1",
                  "tboot_py/share/man/man1/tboot-py-log-replay.1", "tboot_py/share/completions/tboot-py",
                  "tboot_py/share/completions/_tboot-py", "tboot_py/launch/hooks/xl-create-measured",
                  ".data/data/share/man/man1/tboot-py.1", ".data/data/share/bash-completion/completions/tboot-py",
