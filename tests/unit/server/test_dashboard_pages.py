@@ -29,7 +29,7 @@ def client(fleet: Fleet, tmp_path: Path) -> Iterator[TestClient]:
     append_record(log, {"time": "2026-01-01T00:00:00Z", "decision": "allow", "dry_run": True, "exit_code": 0,
                         "reasons": ["dry run"]})
     append_record(log, {"time": "2026-01-01T00:01:00Z", "decision": "deny", "exit_code": 1,
-                        "reasons": ["kernel digest not in the policy"]})
+                        "reasons": ["kernel digest not in the policy"], "anchor": {"pcr": 15, "boot": [3, 0]}})
     app = create_app(fleet.service, fleet.token, scheduler=False, audit_logs=[log])
     with TestClient(app, base_url="http://testserver") as c:
         yield c
@@ -154,6 +154,7 @@ def test_audit_trail_page(client: TestClient, fleet: Fleet) -> None:
     head = re.search(r'Chain head</dt><dd><code class="digest full">([0-9a-f]{64})</code>', html)
     assert head and f"--expect-head {head.group(1)}" in html
     assert "kernel digest not in the policy" in html and 'href="/host/bravo"' in html
+    assert "PCR 15, TPM boot (resetCount, restartCount) 3, 0" in html and "--audit-pcr 15" in html
 
 
 def test_stylesheet_keeps_digests_on_one_line(client: TestClient) -> None:
