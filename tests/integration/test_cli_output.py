@@ -119,9 +119,9 @@ def test_extend_pcrs_verify_digests_whole(swtpm: Swtpm, tmp_path: Path) -> None:
     assert run_cli("attest", "ak", "--tpm", swtpm.tcti, "--state", str(state)).rc == 0
     ev = tmp_path / "ev.json"
     r = run_cli("attest", "quote", "--tpm", swtpm.tcti, "--state", str(state), "--pcrs", "sha256:0,9+sha384:9",
-                "--nonce", "0a0b0c", "--out", str(ev))
+                "--nonce", "0a0b0c0d0e0f1011", "--out", str(ev))
     assert r.rc == 0, r.err
-    argv = ["verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c"]
+    argv = ["verify", str(ev), "--ak", str(state), "--nonce", "0a0b0c0d0e0f1011"]
     r = run_cli(*argv, "--json")
     assert r.rc == 0, r.err
     _assert_whole(argv, _digests(json.loads(r.out)["pcrs"]))
