@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from tboot_py.errors import EXIT_OK, Error, InputError
+from tboot_py.fileio import write_atomic
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / ".artifacts"
 MANIFEST = "manifest.json"
@@ -190,9 +191,7 @@ def _extract(deb: Path, into: Path, members: Sequence[str]) -> None:
 def _install(src: Path, dst: Path) -> Path:
     if not src.is_file():
         raise ArtifactError(f"expected {src.name} in the package but it is missing")
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    write_atomic(dst, src.read_bytes(), what="artifact")
     return dst
 
 
@@ -220,14 +219,11 @@ def _fetch_xen(root: Path) -> tuple[Path, Path, Path, str]:
             _install(Path(t) / "boot" / efi.name, efi)
             _install(Path(t) / "boot" / gz.name, gz)
     if not elf.is_file():
-        tmp = elf.with_name(elf.name + ".tmp")
         try:
-            with gzip.open(gz, "rb") as fi, open(tmp, "wb") as fo:
-                shutil.copyfileobj(fi, fo, 1 << 20)
+            image = gzip.decompress(gz.read_bytes())
         except (OSError, EOFError) as e:
-            tmp.unlink(missing_ok=True)
             raise ArtifactError(f"{gz.name} does not gunzip: {e}") from e
-        os.replace(tmp, elf)
+        write_atomic(elf, image, what="artifact")
     with open(elf, "rb") as f:
         if f.read(4) != b"\x7fELF":
             raise ArtifactError(f"{elf.name} is not an ELF image after gunzip")
@@ -299,9 +295,8 @@ def fetch_all(root: Path = ARTIFACTS_DIR, refresh: bool = False) -> Artifacts:
         for p in a.files():
             if not p.is_file() or p.stat().st_size == 0:
                 raise ArtifactError(f"{p} is missing or empty after extraction")
-        tmp = root / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, **a.to_json()}, indent=2) + "\n")
-        os.replace(tmp, root / MANIFEST)
+        manifest = json.dumps({"format": MANIFEST_FORMAT, **a.to_json()}, indent=2) + "\n"
+        write_atomic(root / MANIFEST, manifest.encode(), what="artifact manifest")
         return a
 
 
@@ -397,9 +392,7 @@ def build_initrd(out: Path, init_script: str, extra_files: Mapping[str, bytes] |
     archive = gzip.compress(w.finish(), compresslevel=6, mtime=0)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(archive)
-    os.replace(tmp, out)
+    write_atomic(out, archive, what="initrd")
     return out
 
 

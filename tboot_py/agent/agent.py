@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -85,13 +84,9 @@ class Agent:
     def _save(self, **values: Any) -> None:
         self._saved = {"host": self.config.name, **values}
         self.config.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        f = self.config.state / _STATE
-        tmp = f.with_name(f".{_STATE}.{os.getpid()}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-            fh.write(json.dumps(self._saved))
-        os.replace(tmp, f)
+        from tboot_py.fileio import write_atomic
+
+        write_atomic(self.config.state / _STATE, json.dumps(self._saved).encode(), mode=0o600, what="agent state")
 
     @property
     def enrolled(self) -> bool:
