@@ -123,16 +123,20 @@ class Server:
                 self.kill()
 
 
-def start_server(state: Path, *extra: str, db: str | None = None, token_file: Path | None = None) -> Server:
+def start_server(state: Path, *extra: str, db: str | None = None, token_file: Path | None = None,
+                 scheme: str = "http", cacert: Path | None = None) -> Server:
     """``tboot-py serve`` on a free loopback port; returns once /v1/health answers."""
     state.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     log = state / f"server-{port}.log"
     argv = [sys.executable, "-m", "tboot_py", "serve", "--state", str(state), "--listen", f"127.0.0.1:{port}",
             *(["--db", db] if db else []), *(["--admin-token-file", str(token_file)] if token_file else []), *extra]
+    import ssl
+
     import httpx
 
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(cacert)) if cacert else True
     proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env=dict(os.environ))
     deadline = time.monotonic() + 60
@@ -140,7 +144,7 @@ def start_server(state: Path, *extra: str, db: str | None = None, token_file: Pa
         if proc.poll() is not None:
             raise InputError(f"server exited {proc.returncode}: {log.read_text()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
+            if httpx.get(url + "/v1/health", timeout=2, verify=verify).status_code == 200:
                 break
         time.sleep(0.2)
     else:

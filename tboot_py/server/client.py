@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tboot_py.errors import EXIT_DENIED, EXIT_INTERNAL, EXIT_USAGE, Error
+from tboot_py.errors import EXIT_DENIED, EXIT_INTERNAL, EXIT_USAGE, Error, InputError
 
 
 class ServerError(Error):
@@ -36,7 +36,12 @@ class Client:
 
         if not self.servers:
             raise ServerError(0, "", "no server URL given")
-        verify: Any = str(self.cacert) if self.cacert is not None else True
+        import ssl
+
+        try:
+            verify: Any = ssl.create_default_context(cafile=str(self.cacert)) if self.cacert is not None else True
+        except (OSError, ssl.SSLError) as e:
+            raise InputError(f"--cacert {self.cacert}: {getattr(e, 'strerror', None) or e}") from e
         self._http = httpx.Client(timeout=self.timeout, verify=verify)
         self._current = 0
 

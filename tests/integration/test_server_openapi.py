@@ -67,3 +67,49 @@ def test_serve_start_errors_are_one_line(tmp_path: Path) -> None:
     assert r.rc == 3 and len(r.err.strip().splitlines()) == 1 and "database" in r.err, r.err
     r = run_cli("serve", "--state", str(tmp_path), "--db", "mysql://x/y")
     assert r.rc == 2 and "unsupported database URL" in r.err
+
+
+def test_tls_listener_with_a_pinned_ca(tmp_path: Path) -> None:
+    """--tls-cert/--tls-key serve HTTPS; a client pinning the CA gets through, one that does
+    not trust it is refused."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tboot_py.server.client import Client, ServerError
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tboot-py test server")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    crt, pem_key = tmp_path / "server.crt", tmp_path / "server.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    srv = start_server(tmp_path / "server", "--tls-cert", str(crt), "--tls-key", str(pem_key), scheme="https",
+                       cacert=crt)
+    try:
+        assert srv.url.startswith("https://")
+        pinned = Client([srv.url], cacert=crt)
+        assert pinned.request("GET", "/v1/health")["status"] == "ok"
+        pinned.close()
+        stranger = Client([srv.url])
+        with pytest.raises(ServerError) as e:
+            stranger.request("GET", "/v1/health")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(e.value) or "certificate" in str(e.value).lower()
+        stranger.close()
+        tok = tmp_path / "server" / "admin-token"
+        r = run_cli("fleet", "hosts", "--server", srv.url, "--admin-token-file", str(tok), "--cacert", str(crt),
+                    "--json")
+        assert r.rc == 0, r.err
+    finally:
+        srv.stop()
