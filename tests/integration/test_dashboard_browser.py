@@ -206,3 +206,19 @@ def test_reports_and_recheck_on_the_real_database(fleet: Fleet, tmp_path: Path) 
     assert "EAR status" in bad.out
     flagged = json.loads(run_cli("audit", "report", "--db", str(db), "--host", "host1", "--format", "json").out)
     assert flagged["summary"]["recomputed_differ"] == 1
+
+
+def test_forms_work_in_the_browser_and_logout_ends_the_session(page: Any, fleet: Fleet) -> None:
+    """The re-appraise button (a CSRF-checked POST) from the keyboard, then logging out."""
+    page.goto(fleet.srv.url + "/host/host0")
+    before = page.locator("table.results tbody tr").count()
+    page.focus("form[action$='/reappraise'] button")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.endswith("/host/host0"), page.content()[:2000]
+    assert page.locator("table.results tbody tr").count() == before + 1
+    assert page.locator("table.results tbody tr").first.locator("td").nth(2).inner_text() == "reappraise"
+    page.click("header form.logout button")
+    page.wait_for_url("**/login")
+    page.goto(fleet.srv.url + "/")
+    assert "/login" in page.url
