@@ -135,7 +135,17 @@ class _Evaluator:
                      component=comp, fatal=True)
             return _Outcome(False, True)
         passed, fatal = True, False
-        for m in relevant:
+        for m in ms:
+            if m.kind not in kinds:
+                # Every measurement of the component is judged: one of a kind the rule has no
+                # values for cannot be compared, and is never skipped because another matched.
+                what = f"{comp} {m.name!r}" if m.name else comp
+                want = ", ".join(sorted(k.value for k in kinds))
+                self.add(name, "reference", False,
+                         f"the {what} was measured as {m.kind.value} but the policy has {want} reference values",
+                         component=comp, fatal=True)
+                passed, fatal = False, True
+                continue
             o = self.match_measurement(rule, m, name)
             passed, fatal = passed and o.passed, fatal or o.fatal
         return _Outcome(passed, fatal)
@@ -442,12 +452,20 @@ class _Evaluator:
         launched = [(i, c) for i, c in enumerate(rule.modules)]
         any_measured = False
         for mod_num, comp in launched:
+            c = comp.value
+            for m in self.inputs.measurements:
+                if m.component is comp and m.kind is not DigestKind.TBOOT_MODULE:
+                    # Every launch of a module the VLP names is judged; one measured another
+                    # way has no module hash to compare, and is never skipped.
+                    what = f"{c} {m.name!r}" if m.name else c
+                    self.add(name, "tboot-vlp", False, f"the {what} was measured as {m.kind.value}, not as a "
+                             "tboot module hash: the VLP cannot judge it", component=c, bank=rule.bank, fatal=True)
+                    passed, fatal = False, True
             ms = [m for m in self.inputs.measurements if m.component is comp and m.kind is DigestKind.TBOOT_MODULE]
             if not ms:
                 continue
             any_measured = True
             entry = next((e for e in rule.entries if e.mod_num in (mod_num, VlpModNum.ANY)), None)
-            c = comp.value
             if entry is None:
                 self.add(name, "tboot-vlp", False, f"module {mod_num} ({c}) has no policy entry",
                          component=c, bank=rule.bank)

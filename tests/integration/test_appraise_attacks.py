@@ -291,3 +291,49 @@ def test_version_1_records_still_appraise(host: Host) -> None:
     assert r.allowed, [x.message for x in r.verdict.failures]
     # the v1 kernel record was judged (its digest is a reference value), not skipped
     assert sum(1 for x in r.verdict.reasons if x.passed and x.component == "kernel") == 2
+
+
+# ---------------------------------------------------------------- attacks found later
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_kernel_of_another_kind_is_judged(host: Host, version: int) -> None:
+    """An evil kernel launched after the approved one, its record saying kind "pe" (a version 2
+    record as a launch with --kind pe writes it; or a version 1 record, whose kind nothing
+    binds, edited from "file"). The policy has only file values for the kernel: the evil
+    record must be judged (and refused), not skipped because an approved kernel is there."""
+    import json
+
+    evil = {b.name: b.digest(b"evil kernel") for b in host.tpm.banks()}  # type: ignore[attr-defined]
+    if version == 2:
+        data = encode_tboot_py("kernel", "pe", "evil", None, tuple(evil.items()))
+        digests = host.extend(9, data)
+    else:
+        host.tpm.extend(9, evil)  # type: ignore[attr-defined]
+        digests = evil
+        data = json.dumps({"tboot-py": 1, "component": "kernel", "kind": "pe", "file": "evil"}).encode()
+    log = _append(host, host.boot.tboot_py, [NewEvent(9, m.EV_IPL, digests, data)])
+    ev, nonce, ak = host.quote([host.logs()[0], ("tboot-py", log)])
+    denied(host.appraise(ev, nonce, ak), "'evil'", "measured as pe")
+
+
+def test_kernel_outside_a_tboot_vlp_is_judged(host: Host, tmp_path: Path) -> None:
+    """A tboot VL policy judges module hashes. Next to the approved kernel's tboot module
+    record, an evil kernel is launched and recorded as a plain file: a policy that names the
+    kernel only through its VLP must not skip it."""
+    banks = host.tpm.banks()  # type: ignore[attr-defined]
+    good = {b.name: b.digest(b.digest(b"") + b.digest(b"approved kernel")) for b in banks}
+    evil = {b.name: b.digest(b"evil kernel") for b in banks}
+    recs = [encode_tboot_py("kernel", "tboot-module", "vmlinuz", "", tuple(good.items())),
+            encode_tboot_py("kernel", "file", "evil", None, tuple(evil.items()))]
+    log = encode_log([NewEvent(8, m.EV_IPL, host.extend(8, r), r) for r in recs], banks)
+    ev, nonce, ak = host.quote([host.logs()[0], ("records", log)])
+    p = tmp_path / "vlp.toml"
+    p.write_text(f'''version = 1
+[[rules]]
+type = "tboot-vlp"
+bank = "sha256"
+entries = [{{mod_num = "any", pcr = 19, hash_type = "image", hashes = ["{good["sha256"].hex()}"]}}]
+''')
+    denied(host.appraise(ev, nonce, ak, load_policy(p)), "'evil'", "measured as file")
+
