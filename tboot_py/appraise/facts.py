@@ -38,6 +38,7 @@ from tboot_py.verify.evidence import VerifiedEvent
 #: data then holds error information, and the digest is still of the value 1).
 SEPARATOR_VALUES = (b"\x00\x00\x00\x00", b"\xff\xff\xff\xff")
 SEPARATOR_ERROR = b"\x01\x00\x00\x00"
+_SEPARATOR_DATA = frozenset((*SEPARATOR_VALUES, SEPARATOR_ERROR))
 #: The order in which firmware measures the Secure Boot configuration (PFP 10.4.4).
 SB_ORDER = ("SecureBoot", "PK", "KEK", "db", "dbx")
 #: The Secure Boot configuration variables and their vendor GUIDs (UEFI 2.10, 3.3 and 32.6.1).
@@ -218,7 +219,7 @@ def ordering(events: Sequence[BoundEvent]) -> dict[int, tuple[str, ...]]:
     for be in events:
         if be.pcr in FIRMWARE_PCRS:
             seen.add(be.pcr)
-            if is_separator(be):
+            if is_separator(be if be.pcr != 7 else BoundEvent(be.event, _pcr7_binding(be))):
                 seps.setdefault(be.pcr, []).append(be)
     out: dict[int, tuple[str, ...]] = {}
     for pcr in sorted(seen):
@@ -241,11 +242,13 @@ def ordering(events: Sequence[BoundEvent]) -> dict[int, tuple[str, ...]]:
 def _pcr7_binding(be: BoundEvent) -> Binding | None:
     """PCR 7 holds variables (hashed whole, or by value on older firmware), separators and
     action strings (hashed whole): any other binding form there proves nothing. A value
-    that is itself a UEFI_VARIABLE_DATA is a variable wrapped to look bound."""
+    that is itself a UEFI_VARIABLE_DATA is a variable wrapped to look bound, and a value
+    that is a separator's is a separator wrapped as a variable (no Secure Boot variable has
+    a 4-byte value): both prove nothing but their digest."""
     b = be.binding
     if b is None or b.whole:
         return b
-    if b.form == "variable-value" and _variable(b.data) is None:
+    if b.form == "variable-value" and _variable(b.data) is None and b.data not in _SEPARATOR_DATA:
         return b
     return None
 

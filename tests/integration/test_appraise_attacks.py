@@ -337,3 +337,42 @@ entries = [{{mod_num = "any", pcr = 19, hash_type = "image", hashes = ["{good["s
 ''')
     denied(host.appraise(ev, nonce, ak, load_policy(p)), "'evil'", "measured as file")
 
+
+def test_separator_disguised_as_a_variable_value(tmp_path: Path, ca_dir: Path) -> None:
+    """Firmware without Secure Boot (a BIOS boot) measures only a separator in PCR 7. After
+    boot, root extends PCR 7 with a whole Secure Boot configuration (SecureBoot=1 last) and
+    a separator, and rewrites the firmware's separator as a UEFI variable "SecureBoot" whose
+    value is the separator's 00000000: its digest binds that value, so a parser that takes
+    value-only bindings for variables sees no separator there and SecureBoot, PK, KEK, db,
+    dbx in the PFP's order before the forged one."""
+    from _attack_boot import SHA256_GUID, X509_GUID, cert, signature_list
+
+    from tboot_py.eventlog.efi import EFI_IMAGE_SECURITY_DATABASE
+
+    sw = start_swtpm(tmp_path / "swtpm", ca_dir)
+    tpm = open_tpm(sw.tcti)
+    try:
+        banks = tpm.banks()  # type: ignore[attr-defined]
+
+        def extend(pcr: int, etype: int, data: bytes, logged: bytes | None = None) -> NewEvent:
+            digests = {b.name: b.digest(data) for b in banks}
+            tpm.extend(pcr, digests)  # type: ignore[attr-defined]
+            return NewEvent(pcr, etype, digests, data if logged is None else logged)
+
+        disguise = variable(EFI_GLOBAL_VARIABLE, "SecureBoot", SEPARATOR)
+        fw = [extend(p, m.EV_SEPARATOR, SEPARATOR, disguise if p == 7 else None) for p in range(8)]
+        cfg = [("PK", EFI_GLOBAL_VARIABLE, signature_list(X509_GUID, [cert("PK")])),
+               ("KEK", EFI_GLOBAL_VARIABLE, signature_list(X509_GUID, [cert("KEK")])),
+               ("db", EFI_IMAGE_SECURITY_DATABASE, signature_list(X509_GUID, [cert("db")])),
+               ("dbx", EFI_IMAGE_SECURITY_DATABASE, signature_list(SHA256_GUID, [b"\x11" * 32])),
+               ("SecureBoot", EFI_GLOBAL_VARIABLE, b"\x01")]
+        late = [extend(7, m.EV_EFI_VARIABLE_DRIVER_CONFIG, variable(g, n, v)) for n, g, v in cfg]
+        late.append(extend(7, m.EV_SEPARATOR, SEPARATOR))
+        ev, nonce, ak = quote(tpm, tmp_path / "state", [("firmware", encode_log(fw + late, banks))])
+        p = tmp_path / "sb.toml"
+        p.write_text('version = 1\n[[rules]]\ntype = "secure-boot"\nenabled = true\n')
+        r = Appraiser(TrustConfig(ak=ak, policy=load_policy(p))).appraise(ev, nonce)  # type: ignore[arg-type]
+        denied(r, "PCR 7 has 2 separators")
+    finally:
+        tpm.close()  # type: ignore[attr-defined]
+        sw.stop()
