@@ -76,8 +76,10 @@ class Agent:
         if not f.exists():
             return {}
         try:
-            d = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
+            from tboot_py.fileio import SMALL, read_file
+
+            d = json.loads(read_file(f, "agent state", SMALL))
+        except (InputError, ValueError) as e:
             raise InputError(f"{f}: unreadable agent state: {e}") from e
         return d if isinstance(d, dict) and d.get("host") == self.config.name else {}
 
@@ -123,14 +125,13 @@ class Agent:
     # ------------------------------------------------------------------ attestation
 
     def _logs(self) -> list[Any]:
+        from tboot_py.eventlog.parse import read_log_bytes
         from tboot_py.tpm.evidence import EventLogBlob
 
         out = []
         for name, path in self.config.event_logs:
-            try:
-                out.append(EventLogBlob(name, path.read_bytes()))
-            except OSError as e:
-                raise InputError(f"event log {path}: {e}") from e
+            # Without blocking, regular files only (or the securityfs log), at most MAX_LOG_SIZE.
+            out.append(EventLogBlob(name, read_log_bytes(path)))
         return out
 
     @staticmethod

@@ -152,10 +152,9 @@ def _client(args: argparse.Namespace) -> Any:
     tok = os.environ.get("TBOOT_PY_ADMIN_TOKEN")
     path = args.admin_token_file or (None if tok else Path(_STATE) / "admin-token")
     if path is not None:
-        try:
-            tok = path.read_text().strip()
-        except OSError as e:
-            raise InputError(f"admin token {path}: {e.strerror}") from e
+        from tboot_py.fileio import read_text
+
+        tok = read_text(path, "admin token", 4096).strip()
     return Client(args.server, token=tok, cacert=args.cacert)
 
 
@@ -264,10 +263,9 @@ def _policy_list(args: argparse.Namespace) -> int:
 
 
 def _webhook_add(args: argparse.Namespace) -> int:
-    try:
-        secret = args.secret_file.read_text().strip()
-    except OSError as e:
-        raise InputError(f"{args.secret_file}: {e.strerror}") from e
+    from tboot_py.fileio import read_text
+
+    secret = read_text(args.secret_file, "webhook secret", 4096).strip()
     out = _call(args, "POST", "/v1/webhooks", json={"url": args.url, "secret": secret})
     return _simple(args, out, f"webhook {out['id']} added")
 
@@ -284,17 +282,18 @@ def _ear_verify(args: argparse.Namespace) -> int:
 
     from tboot_py._args import parse_hex
     from tboot_py._output import emit_json, say
+    from tboot_py.fileio import SMALL, read_file, read_text
     from tboot_py.server.ear import EARError, load_verification_keys, verify_ear
 
     token = args.token
     try:
         if token == "-":
             token = sys.stdin.read(65536)
-        elif token.startswith("@"):
-            token = Path(token[1:]).read_text()[:65536]
-        keys = load_verification_keys(args.key.read_bytes())
     except OSError as e:
-        raise InputError(f"{e.filename}: {e.strerror}") from e
+        raise InputError(f"cannot read the token from standard input: {e.strerror}") from e
+    if token.startswith("@"):
+        token = read_text(token[1:], "EAR token", 65536)
+    keys = load_verification_keys(read_file(args.key, "EAR key", SMALL))
     nonce = parse_hex(args.nonce, "--nonce") if args.nonce else None
     try:
         ear = verify_ear(token.strip(), keys, nonce=nonce, max_age=args.max_age, host=args.host)

@@ -60,15 +60,13 @@ def is_loopback(host: str) -> bool:
 
 def admin_token(path: Path) -> tuple[str, bool]:
     """The admin token from ``path``, generated (mode 0600) when the file does not exist."""
-    try:
-        tok = path.read_text().strip()
+    from tboot_py.fileio import read_text
+
+    if os.path.lexists(path):  # without blocking, regular files only (a FIFO would hang serve)
+        tok = read_text(path, "admin token", 4096).strip()
         if len(tok) < 16:
             raise InputError(f"{path}: the admin token is shorter than 16 characters")
         return tok, False
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise InputError(f"{path}: {e}") from e
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tok = "tpadm_" + secrets.token_urlsafe(32)
     try:

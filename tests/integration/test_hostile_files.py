@@ -160,6 +160,11 @@ def _cases(f: Files) -> dict[str, list[str]]:
         "verify --policy": ["verify", str(f.evidence), "--ak", str(f.ak), "--nonce", NONCE, "--policy", "H"],
         "verify --trust-key": ["verify", str(f.evidence), "--ak", str(f.ak), "--nonce", NONCE, "--policy",
                                str(f.signed), "--trust-key", "H"],
+        "ear verify --key": ["ear", "verify", "x.y.z", "--key", "H"],
+        "ear verify @token": ["ear", "verify", "@H", "--key", str(f.pub)],
+        "fleet --admin-token-file": ["fleet", "hosts", "--server", "http://127.0.0.1:1", "--admin-token-file", "H"],
+        "fleet webhook add --secret-file": ["fleet", "webhook", "add", "http://127.0.0.1:1/hook", "--server",
+                                            "http://127.0.0.1:1", "--secret-file", "H"],
         "quote verify --ak": ["quote", "verify", "--ak", "H", "-m", str(f.msg), "-s", str(f.sig), "-q", NONCE,
                               "-f", str(f.msg.with_name("quote.pcrs"))],
         "quote verify -m": ["quote", "verify", "--ak", str(f.ak), "-m", "H", "-s", str(f.sig), "-q", NONCE,
@@ -224,7 +229,7 @@ def test_every_file_argument_refuses_fifos_and_devices(files: Files, fifo: Path,
     hostile = _hostile(kind, fifo)
     failures = []
     for name, argv in _cases(files).items():
-        real = [a.replace("H", hostile) if a in ("H", "fw=H") else a for a in argv]
+        real = [a.replace("H", hostile) if a in ("H", "fw=H", "@H") else a for a in argv]
         try:
             _check(real, hostile)
         except AssertionError as e:
