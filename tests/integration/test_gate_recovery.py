@@ -291,3 +291,27 @@ def test_a_cut_emptied_or_rewritten_trail_is_detected_by_its_anchor(gate: Gate) 
     assert [r["dry_run"] for r in shown] == [False, False, False, True]
     md = _ok(run_cli("audit", "report", str(gate.audit), "--format", "md")).out
     assert "| allowed (launches) | 3 |" in md and "| dry runs (not launches) | 1 |" in md
+
+
+def test_a_tpm_with_no_room_for_the_ak_is_reported_before_any_pcr_moves(gate: Gate) -> None:
+    tcti = gate.tpm.tcti
+    ctx = gate.dir / "primary.ctx"
+    for i in range(128):  # fill the TPM's NV with persistent objects until it refuses
+        subprocess.run(["tpm2_createprimary", "-T", tcti, "-C", "o", "-G", "ecc", "-c", str(ctx)], check=True,
+                       capture_output=True)
+        r = subprocess.run(["tpm2_evictcontrol", "-T", tcti, "-C", "o", "-c", str(ctx), hex(0x81000100 + i)],
+                           capture_output=True, text=True, check=False)
+        subprocess.run(["tpm2_flushcontext", "-T", tcti, "-t"], capture_output=True, check=False)
+        if r.returncode:
+            assert "0x14B" in r.stderr.upper() or "insufficient space" in r.stderr
+            break
+    else:
+        pytest.fail("the TPM never ran out of room")
+    before = gate.measured()
+    r = gate.run()
+    assert r.rc == 2, r.err
+    assert "no room" in r.err and "TPM_RC_NV_SPACE" in r.err and "--handle" in r.err
+    assert gate.measured() == before
+    # Evicting an unused persistent object makes room: the gate then runs.
+    subprocess.run(["tpm2_evictcontrol", "-T", tcti, "-C", "o", "-c", "0x81000100"], check=True, capture_output=True)
+    _ok(gate.run())
