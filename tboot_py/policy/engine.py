@@ -237,28 +237,29 @@ class _Evaluator:
 
     def actual_cmdlines(self, comp: Component) -> tuple[list[str], list[MeasuredComponent]]:
         """The measured command lines of ``comp`` (the kernel's or the hypervisor's): its own
-        command-line records, or else the command line a tboot module hash of its module binds
+        command-line records and every command line a tboot module hash of its module binds
         (the kernel's for CMDLINE, the hypervisor's for HYPERVISOR_CMDLINE). A module whose
         record does not bind its command line (version 1) gets the command line of the
-        reference value its digest matches; without one it is undecided."""
+        reference value its digest matches; without one it is undecided, unless the
+        component has command-line records of its own."""
         ms = self.inputs.measurements
-        own = [m.cmdline for m in ms if m.component is comp and m.cmdline is not None]
-        if own:
-            return own, []
+        found = [m.cmdline for m in ms if m.component is comp and m.cmdline is not None]
+        own = bool(found)
         module = Component.KERNEL if comp is Component.CMDLINE else Component.HYPERVISOR
-        found: list[str] = []
         undecided: list[MeasuredComponent] = []
         for m in ms:
             if m.component is not module or m.kind is not DigestKind.TBOOT_MODULE:
                 continue
+            # A module's bound command line is judged even next to command-line records
+            # (root can extend a record of an approved line after boot).
             if m.cmdline_bound and m.cmdline is not None:
                 found.append(m.cmdline)
                 continue
             proven = self.reference_cmdline(m)
-            if proven is None:
-                undecided.append(m)
-            else:
+            if proven is not None:
                 found.append(proven)
+            elif not own:
+                undecided.append(m)
         return found, undecided
 
     def reference_cmdline(self, m: MeasuredComponent) -> str | None:

@@ -376,3 +376,29 @@ def test_separator_disguised_as_a_variable_value(tmp_path: Path, ca_dir: Path) -
     finally:
         tpm.close()  # type: ignore[attr-defined]
         sw.stop()
+
+
+def test_module_command_line_is_judged_next_to_a_forged_cmdline_record(host: Host, tmp_path: Path) -> None:
+    """A tboot launch measures the kernel as a module hash whose record binds its command
+    line (init=/bin/sh); the VLP accepts any kernel hash. After boot, root extends a forged
+    cmdline record with the approved line: the module's own command line must still be judged."""
+    banks = host.tpm.banks()  # type: ignore[attr-defined]
+    bad = "console=hvc0 init=/bin/sh"
+    mod = {b.name: b.digest(b.digest(bad.encode()) + b.digest(b"kernel")) for b in banks}
+    ok = {b.name: b.digest(b"console=hvc0 ro") for b in banks}
+    recs = [encode_tboot_py("kernel", "tboot-module", "vmlinuz", bad, tuple(mod.items())),
+            encode_tboot_py("cmdline", "file", "cmdline", "console=hvc0 ro", tuple(ok.items()))]
+    log = encode_log([NewEvent(8, m.EV_IPL, host.extend(8, r), r) for r in recs], banks)
+    ev, nonce, ak = host.quote([host.logs()[0], ("records", log)])
+    p = tmp_path / "vlp.toml"
+    p.write_text('''version = 1
+[[rules]]
+type = "tboot-vlp"
+bank = "sha256"
+entries = [{mod_num = "any", pcr = 19, hash_type = "any", hashes = []}]
+[[rules]]
+type = "reference"
+component = "cmdline"
+values = [{label = "c", cmdline = "console=hvc0 ro"}]
+''')
+    denied(host.appraise(ev, nonce, ak, load_policy(p)), "init=/bin/sh")
