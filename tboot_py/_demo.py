@@ -207,7 +207,8 @@ def _attestation_service(work: Path, tpm: object, key: Path, signed: Path, art: 
 
     assert isinstance(art, Artifacts) and isinstance(tpm, Swtpm)
     step("8. Attestation service: enroll the swtpm through the agent, attest, verify the EAR offline")
-    # The host reboots (PCRs start over; the tampered launch of step 5 is in the old boot).
+    # The host reboots (PCRs start over; the tampered launch of step 5 is in the old boot). The
+    # agent keeps its AK at its own handle: the gate's is 0x81010003, `tboot-py attest`'s 0x81010002.
     tpm.stop()
     tpm.start()
     log = work / "service-boot.log"
@@ -220,7 +221,7 @@ def _attestation_service(work: Path, tpm: object, key: Path, signed: Path, art: 
         admin = ["--server", srv.url, "--admin-token-file", str(work / "service" / "admin-token")]
         tboot_py("fleet", "policy", "set", "host", "demo-host", str(signed), *admin)
         agent = ["agent", "--server", srv.url, "--tpm", tpm.tcti, "--state", str(work / "agent"), "--name",
-                 "demo-host", "--ak-handle", "0x81010003", "--event-log", f"tboot-py={log}", "--once", "--json"]
+                 "demo-host", "--ak-handle", "0x81010004", "--event-log", f"tboot-py={log}", "--once", "--json"]
         good = tboot_py(*agent, check=False)
         passed = json.loads(good.stdout) if good.stdout.strip() else {}
         con.print(f"agent --once: exit {good.returncode}, EAR status [bold]{passed.get('status')}[/]")
