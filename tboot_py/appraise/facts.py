@@ -361,6 +361,10 @@ def boot_facts(events: Sequence[BoundEvent], order: Mapping[int, tuple[str, ...]
             st.authorities_known = False
             continue
         if var is None:
+            if i > cut and be.binding.form == "variable-value":
+                # A variable hashed by its value only, after the separator: no position names
+                # it, so it may be any signer.
+                st.authorities_known = False
             continue  # bound, and not a UEFI variable: a string or a blob, neither configuration nor signer
         if _is_config(var):
             if i > cut:

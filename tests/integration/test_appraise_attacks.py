@@ -338,44 +338,65 @@ entries = [{{mod_num = "any", pcr = 19, hash_type = "image", hashes = ["{good["s
     denied(host.appraise(ev, nonce, ak, load_policy(p)), "'evil'", "measured as file")
 
 
-def test_separator_disguised_as_a_variable_value(tmp_path: Path, ca_dir: Path) -> None:
+@dataclass
+class Bare:
+    """A TPM whose firmware boot each test extends itself (Boot.make's is fixed)."""
+
+    tpm: object
+    dir: Path
+
+    def extend(self, pcr: int, etype: int, data: bytes, logged: bytes | None = None) -> NewEvent:
+        """Extend H(data) in every bank; log ``logged`` (default: the data) with it."""
+        digests = {b.name: b.digest(data) for b in self.tpm.banks()}  # type: ignore[attr-defined]
+        self.tpm.extend(pcr, digests)  # type: ignore[attr-defined]
+        return NewEvent(pcr, etype, digests, data if logged is None else logged)
+
+    def appraise(self, events: list[NewEvent], policy: str) -> Appraisal:
+        log = encode_log(events, self.tpm.banks())  # type: ignore[attr-defined]
+        ev, nonce, ak = quote(self.tpm, self.dir / "state", [("firmware", log)])
+        p = self.dir / "bare.toml"
+        p.write_text(policy)
+        return Appraiser(TrustConfig(ak=ak, policy=load_policy(p))).appraise(ev, nonce)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def bare(tmp_path: Path, ca_dir: Path) -> Iterator[Bare]:
+    sw = start_swtpm(tmp_path / "swtpm", ca_dir)
+    tpm = open_tpm(sw.tcti)
+    try:
+        yield Bare(tpm, tmp_path)
+    finally:
+        tpm.close()  # type: ignore[attr-defined]
+        sw.stop()
+
+
+def _sb_config(secure_boot: bytes = b"\x01", db: bytes | None = None) -> list[tuple[str, object, bytes]]:
+    """(name, GUID, value) of a Secure Boot configuration, SecureBoot last."""
+    from _attack_boot import SHA256_GUID, X509_GUID, cert, signature_list
+
+    from tboot_py.eventlog.efi import EFI_IMAGE_SECURITY_DATABASE
+
+    return [("PK", EFI_GLOBAL_VARIABLE, signature_list(X509_GUID, [cert("PK")])),
+            ("KEK", EFI_GLOBAL_VARIABLE, signature_list(X509_GUID, [cert("KEK")])),
+            ("db", EFI_IMAGE_SECURITY_DATABASE, signature_list(X509_GUID, [db or cert("db")])),
+            ("dbx", EFI_IMAGE_SECURITY_DATABASE, signature_list(SHA256_GUID, [b"\x11" * 32])),
+            ("SecureBoot", EFI_GLOBAL_VARIABLE, secure_boot)]
+
+
+def test_separator_disguised_as_a_variable_value(bare: Bare) -> None:
     """Firmware without Secure Boot (a BIOS boot) measures only a separator in PCR 7. After
     boot, root extends PCR 7 with a whole Secure Boot configuration (SecureBoot=1 last) and
     a separator, and rewrites the firmware's separator as a UEFI variable "SecureBoot" whose
     value is the separator's 00000000: its digest binds that value, so a parser that takes
     value-only bindings for variables sees no separator there and SecureBoot, PK, KEK, db,
     dbx in the PFP's order before the forged one."""
-    from _attack_boot import SHA256_GUID, X509_GUID, cert, signature_list
-
-    from tboot_py.eventlog.efi import EFI_IMAGE_SECURITY_DATABASE
-
-    sw = start_swtpm(tmp_path / "swtpm", ca_dir)
-    tpm = open_tpm(sw.tcti)
-    try:
-        banks = tpm.banks()  # type: ignore[attr-defined]
-
-        def extend(pcr: int, etype: int, data: bytes, logged: bytes | None = None) -> NewEvent:
-            digests = {b.name: b.digest(data) for b in banks}
-            tpm.extend(pcr, digests)  # type: ignore[attr-defined]
-            return NewEvent(pcr, etype, digests, data if logged is None else logged)
-
-        disguise = variable(EFI_GLOBAL_VARIABLE, "SecureBoot", SEPARATOR)
-        fw = [extend(p, m.EV_SEPARATOR, SEPARATOR, disguise if p == 7 else None) for p in range(8)]
-        cfg = [("PK", EFI_GLOBAL_VARIABLE, signature_list(X509_GUID, [cert("PK")])),
-               ("KEK", EFI_GLOBAL_VARIABLE, signature_list(X509_GUID, [cert("KEK")])),
-               ("db", EFI_IMAGE_SECURITY_DATABASE, signature_list(X509_GUID, [cert("db")])),
-               ("dbx", EFI_IMAGE_SECURITY_DATABASE, signature_list(SHA256_GUID, [b"\x11" * 32])),
-               ("SecureBoot", EFI_GLOBAL_VARIABLE, b"\x01")]
-        late = [extend(7, m.EV_EFI_VARIABLE_DRIVER_CONFIG, variable(g, n, v)) for n, g, v in cfg]
-        late.append(extend(7, m.EV_SEPARATOR, SEPARATOR))
-        ev, nonce, ak = quote(tpm, tmp_path / "state", [("firmware", encode_log(fw + late, banks))])
-        p = tmp_path / "sb.toml"
-        p.write_text('version = 1\n[[rules]]\ntype = "secure-boot"\nenabled = true\n')
-        r = Appraiser(TrustConfig(ak=ak, policy=load_policy(p))).appraise(ev, nonce)  # type: ignore[arg-type]
-        denied(r, "PCR 7 has 2 separators")
-    finally:
-        tpm.close()  # type: ignore[attr-defined]
-        sw.stop()
+    disguise = variable(EFI_GLOBAL_VARIABLE, "SecureBoot", SEPARATOR)
+    fw = [bare.extend(p, m.EV_SEPARATOR, SEPARATOR, disguise if p == 7 else None) for p in range(8)]
+    late = [bare.extend(7, m.EV_EFI_VARIABLE_DRIVER_CONFIG, variable(g, n, v))  # type: ignore[arg-type]
+            for n, g, v in _sb_config()]
+    late.append(bare.extend(7, m.EV_SEPARATOR, SEPARATOR))
+    r = bare.appraise(fw + late, 'version = 1\n[[rules]]\ntype = "secure-boot"\nenabled = true\n')
+    denied(r, "PCR 7 has 2 separators")
 
 
 def test_module_command_line_is_judged_next_to_a_forged_cmdline_record(host: Host, tmp_path: Path) -> None:
@@ -402,3 +423,24 @@ component = "cmdline"
 values = [{label = "c", cmdline = "console=hvc0 ro"}]
 ''')
     denied(host.appraise(ev, nonce, ak, load_policy(p)), "init=/bin/sh")
+
+
+def test_authority_hashed_by_value_is_not_skipped(bare: Bare) -> None:
+    """Firmware that hashes only a variable's value measures the image authority that way
+    after PCR 7's separator. Its name is not bound (and no position names it), but it may be
+    the forbidden signer: a policy on authorities cannot be decided, not passed."""
+    from _attack_boot import OWNER, cert, x509_fingerprint
+
+    from tboot_py.eventlog.efi import EFI_IMAGE_SECURITY_DATABASE
+
+    signer = cert("db signer")
+    cfg = _sb_config(db=signer)
+    fw = [bare.extend(7, m.EV_EFI_VARIABLE_DRIVER_CONFIG, variable(g, n, v))  # type: ignore[arg-type]
+          for n, g, v in [cfg[-1], *cfg[:-1]]]
+    fw += [bare.extend(p, m.EV_SEPARATOR, SEPARATOR) for p in range(8)]
+    auth = OWNER.bytes_le + signer
+    fw.append(bare.extend(7, m.EV_EFI_VARIABLE_AUTHORITY, auth,
+                          variable(EFI_IMAGE_SECURITY_DATABASE, "db", auth)))
+    r = bare.appraise(fw, f'version = 1\n[[rules]]\ntype = "uefi-db"\n'
+                          f'authorities_forbid = ["{x509_fingerprint(signer)}"]\n')
+    denied(r, "does not record authorities")
