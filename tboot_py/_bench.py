@@ -46,15 +46,35 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}",
         "",
     ]
+    out = Path("BENCHMARKS.md")
+    kept = _sections(out.read_text() if out.exists() else "")
+    written: set[str] = set()
     for name in SECTIONS:
         if only and name.rsplit(".", 2)[-2] not in only:
             continue
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        parts.append(importlib.import_module(name).run())
+        text = importlib.import_module(name).run()
+        written.add(text.splitlines()[0])
+        parts.append(text)
         parts.append("")
-    Path("BENCHMARKS.md").write_text("\n".join(parts))
+    # Sections this run did not measure (another target's, e.g. `make bench-server`, or a
+    # section left out with arguments) stay as they were, with their own dates.
+    for heading, body in kept:
+        if heading not in written:
+            parts.append(body)
+            parts.append("")
+    out.write_text("\n".join(parts).rstrip() + "\n")
     print("bench: wrote BENCHMARKS.md", file=sys.stderr)
     return 0
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """The ``## `` sections of a BENCHMARKS.md: (heading line, whole section)."""
+    out: list[tuple[str, str]] = []
+    for chunk in ("\n" + text).split("\n## ")[1:]:
+        body = "## " + chunk.rstrip()
+        out.append((body.splitlines()[0], body))
+    return out
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tboot_py import algorithms
 from tboot_py.errors import ParseError
@@ -72,7 +72,27 @@ class BoundEvent(NamedTuple):
 
 
 def bind(events: Sequence[VerifiedEvent]) -> tuple[BoundEvent, ...]:
-    return tuple(BoundEvent(e, binding(e.untrusted_data, e.digests)) for e in events)
+    """Each event with its binding (tboot_py.eventlog.checks.binding). The common case,
+    data hashed whole, is checked here first without the general search."""
+    out: list[BoundEvent] = []
+    ctors: dict[int, Any] = {}
+    for e in events:
+        data, digests = e.untrusted_data, e.digests
+        whole = bool(digests)
+        for a, d in digests:
+            ctor = ctors.get(a)
+            if ctor is None:
+                ctor = ctors[a] = _ctor(a)
+            if ctor is False or ctor(data).digest() != d:
+                whole = False
+                break
+        out.append(BoundEvent(e, Binding(data, "whole") if whole else binding(data, digests)))
+    return tuple(out)
+
+
+def _ctor(alg_id: int) -> Any:
+    alg = algorithms.by_id(alg_id)
+    return alg.ctor if alg is not None and alg.available else False
 
 
 def _finding(check: str, message: str, **kw: object) -> Reason:
@@ -201,13 +221,18 @@ def _record(be: BoundEvent, findings: list[Reason]) -> MeasuredComponent | None:
 
 def firmware_events(events: Sequence[BoundEvent]) -> tuple[FirmwareEvent, ...]:
     """Every verified event, for event rules: data only where bound."""
+    names: dict[int, str | None] = {}
     out = []
     for be in events:
         e = be.event
         b = be.binding
-        out.append(FirmwareEvent(pcr=e.pcr, event_type=e.untrusted_type, digests=_banks(e),
-                                 data=b.data if b is not None else e.untrusted_data, seq=e.seq,
-                                 bound=b is not None))
+        banks = []
+        for a, d in e.digests:
+            name = names[a] if a in names else names.setdefault(a, _bank_name(a))
+            if name is not None:
+                banks.append((name, d))
+        out.append(FirmwareEvent(e.pcr, e.untrusted_type, tuple(banks),
+                                 b.data if b is not None else e.untrusted_data, e.seq, b is not None))
     return tuple(out)
 
 
