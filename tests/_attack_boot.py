@@ -118,15 +118,15 @@ class Boot:
 
 
 def quote(tpm: object, state: Path, logs: Sequence[tuple[str, bytes]], nonce: bytes | None = None,
-          banks: Sequence[str] | None = None) -> tuple[Evidence, bytes, object]:
-    """A real quote over PCR 0-9 (every active bank, or ``banks``) with a fresh nonce."""
+          banks: Sequence[str] | None = None, pcrs: Sequence[int] = PCRS) -> tuple[Evidence, bytes, object]:
+    """A real quote over ``pcrs`` (PCR 0-9; every active bank, or ``banks``) with a fresh nonce."""
     from tboot_py.attest.keys import load_or_create_ak
     from tboot_py.attest.quote import collect_evidence
     from tboot_py.tpm.wire import PCRSelection
     from tboot_py.verify.quote import TrustedAK
 
     names = list(banks) if banks is not None else [b.name for b in tpm.banks()]  # type: ignore[attr-defined]
-    sel = PCRSelection.of([(b, PCRS) for b in names])
+    sel = PCRSelection.of([(b, list(pcrs)) for b in names])
     ak = load_or_create_ak(tpm, state)  # type: ignore[arg-type]
     n = os.urandom(32) if nonce is None else nonce
     ev = collect_evidence(tpm, ak, sel, n, [EventLogBlob(name, data) for name, data in logs])  # type: ignore[arg-type]

@@ -28,6 +28,9 @@ from tboot_py.verify import errors as ve
 from tboot_py.verify.evidence import DEFAULT_REQUIRED_BANKS, VerifiedBoot, check_evidence, verify_evidence
 from tboot_py.verify.quote import AKPublic, QuoteHistory, VerifiedPCRs
 
+#: Where tboot-py's builder puts its records by default (PFP: PCR 9 holds what boot loaders load).
+DEFAULT_RECORD_PCRS: tuple[int, ...] = (9,)
+
 if TYPE_CHECKING:  # the policy stage loads only when a policy is appraised (fast `verify`)
     from tboot_py.policy.model import Policy, Rule, Verdict
     from tboot_py.tpm.evidence import Evidence
@@ -54,9 +57,19 @@ class TrustConfig:
     fresh: bool = True
     #: Firmware quirks that may be applied (None: the whole registry).
     quirks: tuple[str, ...] | None = None
+    #: The PCRs that hold tboot-py's records (None: the policy's ``record_pcrs``, else 9).
+    record_pcrs: tuple[int, ...] | None = None
     #: A selection the quote must cover (at least these PCRs; exactly, with ``exact``).
     selection: PCRSelection | None = None
     exact_selection: bool = False
+
+    @property
+    def records_on(self) -> tuple[int, ...]:
+        if self.record_pcrs is not None:
+            return self.record_pcrs
+        if self.policy is not None and self.policy.record_pcrs is not None:
+            return self.policy.record_pcrs
+        return DEFAULT_RECORD_PCRS
 
     @property
     def banks(self) -> tuple[str, ...]:
@@ -159,7 +172,7 @@ class Appraiser:
         if policy is None:
             return Appraisal(boot, _denied("no policy: nothing allows this boot", None, check="policy"))
         try:
-            verdict = evaluate_boot(boot, policy, own_records)
+            verdict = evaluate_boot(boot, policy, own_records, self.trust.records_on)
         except Exception as e:  # fail closed
             verdict = _denied(f"internal error while appraising: {type(e).__name__}: {e}", policy, check="appraise")
         return Appraisal(boot, verdict)
@@ -171,8 +184,10 @@ def _has(rules: Sequence[Rule], kind: type) -> bool:
     return any(isinstance(r, kind) or (isinstance(r, AllOf | AnyOf) and _has(r.rules, kind)) for r in rules)
 
 
-def evaluate_boot(boot: VerifiedBoot, policy: Policy, own_records: Sequence[bytes] | None = None) -> Verdict:
-    """Steps 2-4 on a verified boot."""
+def evaluate_boot(boot: VerifiedBoot, policy: Policy, own_records: Sequence[bytes] | None = None,
+                  record_pcrs: Sequence[int] | None = None) -> Verdict:
+    """Steps 2-4 on a verified boot. ``record_pcrs``: where tboot-py's records may be (default:
+    the policy's ``record_pcrs``, else PCR 9)."""
     from tboot_py.appraise import facts
     from tboot_py.policy.engine import evaluate
     from tboot_py.policy.inputs import Inputs
@@ -182,6 +197,9 @@ def evaluate_boot(boot: VerifiedBoot, policy: Policy, own_records: Sequence[byte
     launched = facts.launched(bound)
     measurements = launched.measurements
     findings = list(launched.findings)
+    if record_pcrs is None:
+        record_pcrs = policy.record_pcrs if policy.record_pcrs is not None else DEFAULT_RECORD_PCRS
+    findings += facts.record_coverage(bound, boot.pcrs.pcrs, tuple(record_pcrs))
     if own_records is not None:
         n = len(own_records)
         if n == 0 or tuple(launched.records[-n:]) != tuple(own_records):

@@ -174,6 +174,37 @@ def launched(events: Sequence[BoundEvent]) -> Launched:
     return Launched(tuple(out), tuple(records), tuple(findings))
 
 
+def record_coverage(events: Sequence[BoundEvent], quoted: Mapping[str, Mapping[int, bytes]],
+                    record_pcrs: tuple[int, ...]) -> list[Reason]:
+    """Every record must be seen. A verifier sees only the records in the logs it is given and
+    on the PCRs the quote covers, so: each record PCR must be quoted in every quoted bank; a
+    record PCR no log extends must hold its reset value (else a log was dropped); and a
+    record on any other PCR denies (records forged there could stand in for hidden ones)."""
+    out: list[Reason] = []
+    extended = {be.pcr for be in events}
+    for pcr in record_pcrs:
+        missing = [b for b, regs in quoted.items() if pcr not in regs]
+        if missing or not quoted:
+            out.append(_finding("record-pcrs", f"PCR {pcr} holds tboot-py's records but the quote does not cover it"
+                                f"{' in ' + ', '.join(missing) if missing else ''}: records there are unseen", pcr=pcr))
+            continue
+        if pcr in extended:
+            continue  # the replay matched the quote: every extend is in the logs
+        for bank, regs in quoted.items():
+            v = regs[pcr]
+            reset = b"\xff" * len(v) if 17 <= pcr <= 22 else b"\x00" * len(v)
+            if v != reset:
+                out.append(_finding("record-pcrs", f"PCR {pcr} ({bank}) was extended but no log of the evidence "
+                                    "explains it: a log of records was left out", pcr=pcr, bank=bank))
+                break
+    for be in events:
+        if be.pcr not in record_pcrs and looks_like_tboot_py(be.event.untrusted_data):
+            out.append(_finding("record-pcrs", f"{be.where} is a tboot-py record on PCR {be.pcr}, which is not a "
+                                f"record PCR ({', '.join(map(str, record_pcrs))}; policy record_pcrs)", pcr=be.pcr))
+            break
+    return out
+
+
 def _record(be: BoundEvent, findings: list[Reason]) -> MeasuredComponent | None:
     e = be.event
     info = decode_tboot_py(e.untrusted_data)

@@ -188,6 +188,15 @@ class _Trace:
     audit_refused: str | None = None
 
 
+def _record_pcrs(req: GateRequest) -> tuple[int, ...]:
+    """Where this gate writes its records: what the appraisal requires quoted and explained."""
+    from tboot_py.launch.builder import DEFAULT_PCR, TBOOT_MAP
+
+    if req.pcr_map == "tboot":
+        return tuple(sorted(set(TBOOT_MAP.values())))
+    return (req.pcr if req.pcr is not None else DEFAULT_PCR,)
+
+
 def _quote_own_log(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
                    untrusted_fw: Any | None, trace: _Trace) -> tuple[Any, bytes, Any]:
     """Quote every PCR the logs extend with a fresh nonce: ``(evidence, nonce, trusted AK)``.
@@ -311,7 +320,7 @@ def run_gate(req: GateRequest) -> GateResult:
 
         # The one appraisal core decides, as for a remote verifier; the policy judges the
         # records this launch wrote, which must be the last ones the quote verifies.
-        appraisal = Appraiser(TrustConfig(ak=ak, policy=policy)).appraise(
+        appraisal = Appraiser(TrustConfig(ak=ak, policy=policy, record_pcrs=_record_pcrs(req))).appraise(
             evidence, nonce, own_records=[lm.event_data for lm in logged])
         verdict = appraisal.verdict
         reasons = tuple(r.message for r in verdict.failures) or ("policy satisfied",)

@@ -229,7 +229,8 @@ def policy_from_dict(doc: object, allow_empty: bool = False) -> Policy:
     policy never loads for evaluation."""
     budget = _Budget()
     top = _table(doc, "policy")
-    _no_extra(top, {"version", "mode", "name", "description", "rules", "allow_launch", "warnings", "banks"}, "")
+    _no_extra(top, {"version", "mode", "name", "description", "rules", "allow_launch", "warnings", "banks",
+                    "record_pcrs"}, "")
     if "version" not in top:
         raise PolicyError(f"version: required field is missing (this tboot-py reads version {SCHEMA_VERSION})")
     version = _int(top["version"], "version", 0, 1 << 31)
@@ -242,7 +243,22 @@ def policy_from_dict(doc: object, allow_empty: bool = False) -> Policy:
     return Policy(rules=rules, mode=mode, name=_str(top, "name", ""),
                   description=_str(top, "description", ""), version=version,
                   allow_launch=_strings(top, "allow_launch", budget), warnings=_strings(top, "warnings", budget),
-                  banks=_banks(top))
+                  banks=_banks(top), record_pcrs=_record_pcrs(top))
+
+
+def _record_pcrs(top: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """``record_pcrs = [9]``: the PCRs that hold tboot-py's records."""
+    if "record_pcrs" not in top:
+        return None
+    raw = top["record_pcrs"]
+    if not isinstance(raw, list) or not raw:
+        raise PolicyError("record_pcrs: must be a non-empty list of PCR indices")
+    out: list[int] = []
+    for i, v in enumerate(raw):
+        out.append(_int(v, f"record_pcrs[{i}]", 0, 23))
+    if len(set(out)) != len(out):
+        raise PolicyError("record_pcrs: a PCR is listed twice")
+    return tuple(out)
 
 
 def _strings(top: Mapping[str, Any], key: str, budget: _Budget) -> tuple[str, ...]:
@@ -471,6 +487,8 @@ def policy_to_dict(policy: Policy, dates_as_strings: bool = True) -> dict[str, A
         d["description"] = policy.description
     if policy.banks is not None:
         d["banks"] = list(policy.banks)
+    if policy.record_pcrs is not None:
+        d["record_pcrs"] = list(policy.record_pcrs)
     if policy.allow_launch:
         d["allow_launch"] = list(policy.allow_launch)
     if policy.warnings:

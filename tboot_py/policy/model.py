@@ -248,6 +248,10 @@ class Policy:
     version: int = SCHEMA_VERSION
     #: PCR banks the quote must cover and the logs must replay (None: sha256).
     banks: tuple[str, ...] | None = None
+    #: The PCRs that hold tboot-py's records (None: PCR 9, the default mapping; tboot's
+    #: mapping uses 18 and 19). Each must be quoted and fully explained by the logs, and a
+    #: record anywhere else denies: no record can hide in a dropped log or unquoted PCR.
+    record_pcrs: tuple[int, ...] | None = None
     #: Hex key ids of the keys whose signatures verified when it was loaded (empty: unsigned).
     signed_by: tuple[str, ...] = field(default=(), compare=False)
     #: Launch elements outside the gate's measurement that this policy accepts by name (the

@@ -280,10 +280,10 @@ def test_version_1_records_still_appraise(host: Host) -> None:
     cmd = "console=hvc0 ro"
     c = {b.name: b.digest(cmd.encode()) for b in banks}
     for d in (k, c):
-        host.tpm.extend(8, d)  # type: ignore[attr-defined]
-    recs = [NewEvent(8, m.EV_IPL, k, json.dumps({"tboot-py": 1, "component": "kernel", "kind": "file",
+        host.tpm.extend(9, d)  # type: ignore[attr-defined]
+    recs = [NewEvent(9, m.EV_IPL, k, json.dumps({"tboot-py": 1, "component": "kernel", "kind": "file",
                                                   "file": "vmlinuz"}).encode()),
-            NewEvent(8, m.EV_IPL, c, json.dumps({"tboot-py": 1, "component": "cmdline", "kind": "file",
+            NewEvent(9, m.EV_IPL, c, json.dumps({"tboot-py": 1, "component": "cmdline", "kind": "file",
                                                   "file": "cmdline", "cmdline": cmd}).encode())]
     v1 = encode_log(recs, banks)
     ev, nonce, ak = host.quote([*host.logs(), ("v1", v1)])
@@ -330,6 +330,7 @@ def test_kernel_outside_a_tboot_vlp_is_judged(host: Host, tmp_path: Path) -> Non
     ev, nonce, ak = host.quote([host.logs()[0], ("records", log)])
     p = tmp_path / "vlp.toml"
     p.write_text(f'''version = 1
+record_pcrs = [8]
 [[rules]]
 type = "tboot-vlp"
 bank = "sha256"
@@ -413,6 +414,7 @@ def test_module_command_line_is_judged_next_to_a_forged_cmdline_record(host: Hos
     ev, nonce, ak = host.quote([host.logs()[0], ("records", log)])
     p = tmp_path / "vlp.toml"
     p.write_text('''version = 1
+record_pcrs = [8]
 [[rules]]
 type = "tboot-vlp"
 bank = "sha256"
@@ -444,3 +446,32 @@ def test_authority_hashed_by_value_is_not_skipped(bare: Bare) -> None:
     r = bare.appraise(fw, f'version = 1\n[[rules]]\ntype = "uefi-db"\n'
                           f'authorities_forbid = ["{x509_fingerprint(signer)}"]\n')
     denied(r, "does not record authorities")
+
+
+def _forged_records(host: Host, pcr: int) -> bytes:
+    """After boot, root extends records of the approved kernel, initrd and command line on
+    ``pcr`` (a version 2 record binds its data, not where it was written or by whom)."""
+    banks = host.tpm.banks()  # type: ignore[attr-defined]
+    real = parse_log(host.boot.tboot_py)
+    return encode_log([NewEvent(pcr, m.EV_IPL, host.extend(pcr, e.data), e.data) for e in real.events[1:]], banks)
+
+
+def test_dropped_records_log_is_noticed(host: Host) -> None:
+    """An evil kernel's record on PCR 9 is hidden by leaving the records log out of the bundle,
+    and approved records forged on PCR 8 stand in for it: PCR 9 holds records, is quoted, and no
+    log explains it."""
+    evil = encode_tboot_py("kernel", "file", "evil", None, (("sha256", b"\xee" * 32),))
+    host.extend(9, evil)
+    forged = _forged_records(host, 8)
+    ev, nonce, ak = host.quote([host.logs()[0], ("tboot-py", forged)])
+    text = denied(host.appraise(ev, nonce, ak), "no log of the evidence explains it")
+    assert "not a record PCR" in text  # and the forged records sit where no record belongs
+
+
+def test_unquoted_record_pcr_is_noticed(host: Host) -> None:
+    """The same, with PCR 9 left out of the quote (the agent chose the selection)."""
+    host.extend(9, encode_tboot_py("kernel", "file", "evil", None, (("sha256", b"\xee" * 32),)))
+    forged = _forged_records(host, 8)
+    ev, nonce, ak = host.quote([host.logs()[0], ("tboot-py", forged)], pcrs=range(9))
+    denied(host.appraise(ev, nonce, ak), "PCR 9 holds tboot-py's records but the quote does not cover it")
+
