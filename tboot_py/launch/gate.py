@@ -212,7 +212,9 @@ def _quote_own_log(tpm: Any, req: GateRequest, log_path: Path, log_bytes: bytes,
     banks = tpm.banks()
     untrusted_log = parse_log(log_bytes, source=str(log_path))
     combined = combined_log(untrusted_fw, untrusted_log, banks)
-    pcrs = sorted(parse_log(combined).pcrs())
+    # Every PCR the logs extend, and every PCR that may hold records (the appraisal requires
+    # them quoted, so that no record hides in one).
+    pcrs = sorted(set(parse_log(combined).pcrs()) | set(_record_pcrs(req)))
     selection = PCRSelection.of([(b.name, pcrs) for b in banks])
     ak = load_or_create_ak(tpm, req.state, alg=req.ak_alg)
     nonce = secrets.token_bytes(32)
