@@ -6,22 +6,13 @@ Names load lazily, so a CLI command that does not appraise pays nothing for them
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "Appraiser": "tboot_py.appraise.core",
-    "Appraisal": "tboot_py.appraise.core",
-    "TrustConfig": "tboot_py.appraise.core",
-    "evaluate_boot": "tboot_py.appraise.core",
-}
+from tboot_py._lazy import exports
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:
+    from tboot_py.appraise.core import Appraisal, Appraiser, TrustConfig, evaluate_boot
 
+__all__ = ["Appraisal", "Appraiser", "TrustConfig", "evaluate_boot"]
 
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'tboot_py.appraise' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(mod), name)
+__getattr__, __dir__ = exports(__name__, {name: ("tboot_py.appraise.core", name) for name in __all__})
