@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from tboot_py.errors import InputError
@@ -109,6 +111,32 @@ def read_text(path: PathLike, what: str = "file", limit: int = SMALL) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{what} {os.fspath(path)}: not UTF-8 text (byte {e.start})") from e
+
+
+def lock_exclusive(lock: PathLike, what: str = "lock") -> int:
+    """Open (creating it, never through a symbolic link) and take an exclusive ``flock`` on
+    the lock file ``lock``; returns its fd, whose closing releases the lock. Waits for a
+    holder in another process. Raises InputError."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise InputError(f"cannot open the {what} {os.fspath(lock)}: {os.strerror(e.errno or 0)}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        os.close(fd)
+        raise InputError(f"cannot lock {os.fspath(lock)}: {os.strerror(e.errno or 0)}") from e
+    return fd
+
+
+@contextlib.contextmanager
+def locked(lock: PathLike, what: str = "lock") -> Iterator[None]:
+    """Hold :func:`lock_exclusive` on ``lock`` for the ``with`` block. Not re-entrant."""
+    fd = lock_exclusive(lock, what)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -21,19 +21,18 @@ torn record, and the caller learns that the record was not written.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tboot_py import jsonin
 from tboot_py.errors import InputError, VerificationError
-from tboot_py.fileio import append_atomic, read_file
+from tboot_py.fileio import append_atomic, locked, read_file
 
 GENESIS = "0" * 64
 #: An audit log is read whole to check its chain; refuse anything larger.
@@ -158,18 +157,8 @@ def verify_chain(path: Path, expect_head: str | None = None) -> int:
     return load_chain(path, expect_head).records
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    lock = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as e:
-        raise InputError(f"cannot create the audit lock {lock}: {os.strerror(e.errno or 0)}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _locked(path: Path) -> AbstractContextManager[None]:
+    return locked(path.with_name(path.name + ".lock"), "audit lock")
 
 
 #: Called with the written record, under the log's lock, to anchor it (extend a PCR).

@@ -13,11 +13,9 @@ crash leaves either the old log or the new one, never a torn record.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from tboot_py.errors import EventLogAppendError, InputError
 from tboot_py.eventlog.model import EV_NO_ACTION, LogFormat
 from tboot_py.eventlog.parse import MAX_LOG_SIZE, SPEC_ID_EVENT03, parse_log, read_log_bytes
 from tboot_py.fileio import append_atomic
+from tboot_py.fileio import locked as fileio_locked
 
 #: PFP 10.4.5.1: platformClass 0 (client), spec version 2.0 errata 0, uintnSize 2 (UINT64).
 _PLATFORM_CLASS = 0
@@ -101,19 +100,9 @@ def _check_banks(banks: Sequence[HashAlg]) -> None:
         raise InputError("a bank is listed twice")
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> AbstractContextManager[None]:
     """Hold the exclusive lock of the log at ``path`` (``<path>.lock``). Not re-entrant."""
-    lock = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as e:
-        raise InputError(f"cannot create lock file {lock}: {e.strerror or e}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
+    return fileio_locked(path.with_name(path.name + ".lock"), "event-log lock")
 
 
 def append_events(path: Path, events: Sequence[NewEvent], banks: Sequence[HashAlg]) -> None:

@@ -371,9 +371,7 @@ def check_private_dir(path: Path) -> None:
 def _prepare_state(req: GateRequest) -> int:
     """Create and check the state directory and the paths the gate writes, then take the
     gate lock (``STATE/gate.lock``, held until the audit record is written). Returns its fd."""
-    import fcntl
-
-    from tboot_py.fileio import check_write_path
+    from tboot_py.fileio import check_write_path, lock_exclusive
 
     try:
         # The state holds the AK, the event logs and the audit log: private to the gate.
@@ -392,17 +390,7 @@ def _prepare_state(req: GateRequest) -> int:
                 req.audit_pcr == (9 if req.pcr is None else req.pcr)):
             raise InputError(f"the audit anchor PCR {req.audit_pcr} is also a PCR the gate measures into; "
                              "choose another --audit-pcr")
-    lock = req.state / "gate.lock"
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as e:
-        raise InputError(f"cannot open the gate lock {lock}: {e.strerror}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as e:
-        os.close(fd)
-        raise InputError(f"cannot lock {lock}: {e.strerror}") from e
-    return fd
+    return lock_exclusive(req.state / "gate.lock", "gate lock")
 
 
 #: Free space the gate wants on each file system it writes before moving a PCR, beyond a
