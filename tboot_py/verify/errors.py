@@ -78,10 +78,6 @@ class NonceMismatchError(QuoteError):
     """extraData is not the verifier's nonce: a stale or replayed quote."""
 
 
-class ClockNotSafeError(QuoteError):
-    """clockInfo.safe is NO: the TPM clock may have gone backwards (Part 1, 36.7)."""
-
-
 class SelectionMismatchError(QuoteError):
     """The quoted PCR selection is not the requested one (reduced, changed or swapped)."""
 

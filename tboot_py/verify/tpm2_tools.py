@@ -134,13 +134,21 @@ def export_quote(evidence: Evidence, selection: st.PCRSelection, out: Path) -> N
     from cryptography.hazmat.primitives import serialization
 
     from tboot_py.errors import InputError
+    from tboot_py.fileio import write_atomic
 
     if evidence.untrusted_ak_public is None:
         raise InputError("the evidence carries no AK public area")
     ak = st.parse_public(evidence.untrusted_ak_public, source="AK public")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quote.msg").write_bytes(evidence.untrusted_attest)
-    (out / "quote.sig").write_bytes(evidence.untrusted_signature)
-    (out / "quote.pcrs").write_bytes(write_pcrs_serialized(selection, evidence.untrusted_pcrs))
-    (out / "ak.pem").write_bytes(ak.crypto_key.public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {out}: {e.strerror}") from e
+    files = {
+        "quote.msg": evidence.untrusted_attest,
+        "quote.sig": evidence.untrusted_signature,
+        "quote.pcrs": write_pcrs_serialized(selection, evidence.untrusted_pcrs),
+        "ak.pem": ak.crypto_key.public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo),
+    }
+    for name, data in files.items():
+        write_atomic(out / name, data, what="tpm2-tools file")
