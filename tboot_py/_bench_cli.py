@@ -2,7 +2,9 @@
 counterparts, in the same run (hyperfine), and ``--help`` next to a bare interpreter start.
 
 Targets (issue 14): each command within 5x of its counterpart; ``tboot-py --help`` within 2x
-of ``python3 -c pass``. The quote and its 100-event log come from a real swtpm.
+of a bare start of the interpreter that runs tboot-py (``python -c pass``). The quote and its
+100-event log come from a real swtpm. Each command also gets a floor: the same interpreter
+importing only what the command cannot do without, which shows whether 5x is reachable at all.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ import tempfile
 from pathlib import Path
 
 RUNS = 15
+
+#: What each command cannot do without: argument parsing, the typed (dataclass) model, hashing,
+#: JSON; the quote checks add cryptography's RSA/ECC verification, and a PEM AK its loader.
+_BASE = "import argparse, dataclasses, hashlib, json, struct, typing"
+_CRYPTO = (_BASE + "; from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa"
+           "; from cryptography.hazmat.primitives import hashes")
+FLOORS = {"log": _BASE, "measure": "pass", "quote": _CRYPTO + "; from cryptography.hazmat.primitives."
+          "serialization import load_pem_public_key", "verify": _CRYPTO}
 
 
 def _median(cmd: list[str]) -> float:
@@ -75,49 +85,73 @@ def run() -> str:
         tt = Path(f["tt"])
         checkquote = ["tpm2_checkquote", "-u", str(tt / "ak.pem"), "-m", str(tt / "quote.msg"), "-s",
                       str(tt / "quote.sig"), "-f", str(tt / "quote.pcrs"), "-g", "sha256", "-q", str(f["nonce"])]
-        pairs = [
-            ("log replay --json (100 events)", [*exe_cmd, "log", "replay", "--json", str(f["log"])],
+        pairs = [  # (label, floor key, ours, counterpart name, counterpart)
+            ("log replay --json (100 events)", "log", [*exe_cmd, "log", "replay", "--json", str(f["log"])],
              "tpm2_eventlog", ["tpm2_eventlog", str(f["log"])]),
-            ("measure --banks sha256 (1 MiB)", [*exe_cmd, "measure", "--banks", "sha256", str(f["file"])],
+            ("measure --banks sha256 (1 MiB)", "measure", [*exe_cmd, "measure", "--banks", "sha256", str(f["file"])],
              "sha256sum", ["sha256sum", str(f["file"])]),
-            ("quote verify (tpm2_quote files)",
+            ("quote verify (tpm2_quote files)", "quote",
              [*exe_cmd, "quote", "verify", "--ak", str(tt / "ak.pem"), "-m", str(tt / "quote.msg"), "-s",
               str(tt / "quote.sig"), "-f", str(tt / "quote.pcrs"), "-q", str(f["nonce"])],
              "tpm2_checkquote", checkquote),
-            ("verify (evidence + 100-event log)",
+            ("verify (evidence + 100-event log)", "verify",
              [*exe_cmd, "verify", str(f["evidence"]), "--ak", str(f["ak"]), "--nonce", str(f["nonce"])],
              "tpm2_checkquote", checkquote),
         ]
+        venv_bare = _median([sys.executable, "-c", "pass"])
         lines = [
             "## CLI: whole-process time beside tpm2-tools",
             "",
             f"Median wall time of {RUNS} runs (hyperfine, after 2 warm-up runs), each command and its "
             "counterpart in the same run; output discarded. The quote and log come from a real swtpm. "
-            "Target: within 5x of the counterpart.",
+            "Target: within 5x of the counterpart. The floor is the interpreter that runs tboot-py "
+            f"(`{sys.executable}`, {_install_mode()}) importing only what the command cannot do without "
+            "(argument parsing, the dataclass model, hashing, JSON; cryptography's RSA/ECC verification for "
+            "the quote checks, and its PEM loader for a PEM AK): when the floor alone is past 5x, the "
+            "target cannot be met by this design in Python.",
             "",
-            "| tboot-py command | median | counterpart | median | ratio | within 5x |",
-            "|---|---:|---|---:|---:|---|",
+            "| tboot-py command | median | counterpart | median | ratio | within 5x | floor | floor ratio |",
+            "|---|---:|---|---:|---:|---|---:|---:|",
         ]
-        for label, ours_cmd, name, theirs_cmd in pairs:
+        for label, key, ours_cmd, name, theirs_cmd in pairs:
             ours, theirs = _median(ours_cmd), _median(theirs_cmd)
-            ratio = ours / theirs
+            floor = _median([sys.executable, "-c", FLOORS[key]])
             lines.append(f"| `{label}` | {ours * 1000:,.1f} ms | `{name}` | {theirs * 1000:,.1f} ms | "
-                         f"{ratio:.1f}x | {'yes' if ratio <= 5 else 'no'} |")
+                         f"{ours / theirs:.1f}x | {'yes' if ours <= 5 * theirs else 'no'} | "
+                         f"{floor * 1000:,.1f} ms | {floor / theirs:.1f}x |")
         bare = _median(["python3", "-c", "pass"])
-        venv_bare = _median([sys.executable, "-c", "pass"])
         helps = _median([*exe_cmd, "--help"])
+        version = _median([*exe_cmd, "--version"])
         lines += [
             "",
             "| start-up | median |",
             "|---|---:|",
-            f"| `python3 -c pass` (system interpreter) | {bare * 1000:,.1f} ms |",
-            f"| `python -c pass` (the package's venv) | {venv_bare * 1000:,.1f} ms |",
-            f"| `tboot-py --help` | {helps * 1000:,.1f} ms ({helps / bare:.1f}x the bare start; target 2x) |",
+            f"| `python -c pass` (`{sys.executable}`, the interpreter that runs tboot-py) | "
+            f"{venv_bare * 1000:,.1f} ms |",
+            f"| `python3 -c pass` (the first python3 on PATH) | {bare * 1000:,.1f} ms |",
+            f"| `tboot-py --help` | {helps * 1000:,.1f} ms ({helps / venv_bare:.1f}x the bare start; target 2x: "
+            f"{'met' if helps <= 2 * venv_bare else 'not met'}) |",
+            f"| `tboot-py --version` | {version * 1000:,.1f} ms ({version / venv_bare:.1f}x the bare start) |",
             "",
             "`tboot-py --help` and each command import only their own stage (`tboot_py._cli.COMMANDS`); "
-            "output off a terminal is plain text, so rich is not imported.",
+            "output off a terminal is plain text, so rich is not imported; argparse gets the terminal width "
+            "without shutil; cryptography's serialization package loads only for a PEM key. "
+            "`tests/unit/test_cli_conventions.py` checks these imports (not times).",
         ]
     return "\n".join(lines)
+
+
+def _install_mode() -> str:
+    """How tboot-py is installed in this interpreter: an editable install through an import hook
+    (setuptools' default) runs that hook's imports in every process, the bare start included."""
+    import site
+
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    if any(Path(d).glob("__editable___tboot_py*finder.py") for d in dirs):
+        return "editable install through an import hook, which every start of it imports"
+    if any(Path(d).glob("__editable__.tboot_py*.pth") for d in dirs):
+        return "editable install through a path entry (`make venv`)"
+    return "installed package"
 
 
 if __name__ == "__main__":

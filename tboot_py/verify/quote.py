@@ -345,8 +345,6 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
     PEM (SubjectPublicKeyInfo), or binary TPMT_PUBLIC / TPM2B_PUBLIC (tpm2-tools ``-f tpmt``,
     ``tpm2_createak -u``). Raises InputError/ParseError."""
 
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     from tboot_py.errors import InputError
 
     p = Path(path)
@@ -364,6 +362,10 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
         except (ValueError, KeyError, TypeError) as e:
             raise ParseError(f"not an AK state file: {e}", 0, str(p)) from e
     if data.lstrip().startswith(b"-----BEGIN"):
+        # Imported only here: cryptography's serialization package also loads its SSH and
+        # cipher modules, which an ak.json or TPM2B_PUBLIC AK never needs.
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
         try:
             key = load_pem_public_key(data)
         except ValueError as e:
