@@ -147,9 +147,9 @@ def _install_mode() -> str:
     import site
 
     dirs = [*site.getsitepackages(), site.getusersitepackages()]
-    if any(Path(d).glob("__editable___tboot_py*finder.py") for d in dirs):
+    if any(any(Path(d).glob("__editable___tboot_py*finder.py")) for d in dirs):
         return "editable install through an import hook, which every start of it imports"
-    if any(Path(d).glob("__editable__.tboot_py*.pth") for d in dirs):
+    if any(any(Path(d).glob("__editable__.tboot_py*.pth")) for d in dirs):
         return "editable install through a path entry (`make venv`)"
     return "installed package"
 

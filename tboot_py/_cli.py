@@ -80,7 +80,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         if name in sub.choices:
             continue
         if module not in modules:
-            sub.add_parser(name, help=help_, add_help=False)  # listed only; never selected by argv
+            # Listed in the help (and the invalid-choice error) only: argv does not name it, so no
+            # parser is built for it; building the fifteen others was most of ``--help``'s time.
+            sub.choices[name] = None  # type: ignore[assignment]
+            sub._choices_actions.append(sub._ChoicesPseudoAction(name, (), help_))
         elif module == __name__:
             _register(sub)
         else:
