@@ -76,13 +76,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub.required = True
     wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     modules = {m for n, m, _ in COMMANDS if wanted is None or n == wanted}
+    listed = None
     for name, module, help_ in COMMANDS:
         if name in sub.choices:
             continue
         if module not in modules:
-            # Listed in the help (and the invalid-choice error) only: argv does not name it, so no
-            # parser is built for it; building the fifteen others was most of ``--help``'s time.
-            sub.choices[name] = None  # type: ignore[assignment]
+            # Listed in the help and the invalid-choice error only: argv does not name it, so it
+            # shares one empty parser (building fifteen was most of ``--help``'s time).
+            listed = listed or _Parser(prog=f"tboot-py {name}", add_help=False)
+            sub.choices[name] = listed
             sub._choices_actions.append(sub._ChoicesPseudoAction(name, (), help_))
         elif module == __name__:
             _register(sub)

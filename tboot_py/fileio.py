@@ -21,11 +21,14 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tboot_py.errors import InputError
 
-PathLike = Path | str
+if TYPE_CHECKING:  # pathlib is imported where a path is built: reading needs none (CLI start-up)
+    from pathlib import Path
+
+PathLike = os.PathLike[str] | str
 
 #: Default cap for small inputs (keys, AK files, PCR files, configs).
 SMALL = 1 * 2**20
@@ -161,6 +164,8 @@ def write_atomic(path: PathLike, data: bytes, mode: int = 0o644, what: str = "fi
     """Replace ``path`` with ``data`` atomically and durably (see the module docstring).
     Only a regular file is replaced: a symbolic link, a FIFO or a device at ``path`` (say
     ``-o /dev/stdout``) is refused, never followed nor replaced. Raises InputError."""
+    from pathlib import Path
+
     p = Path(path)
     directory = p.parent if str(p.parent) else Path(".")
     try:
@@ -205,6 +210,8 @@ def check_write_path(path: PathLike, what: str) -> None:
     """Refuse a path the gate will write that another user could redirect: the path itself
     must not be a symbolic link, and its directory must be owned by this user (or root) and
     writable by nobody else (whoever can write there can replace the file)."""
+    from pathlib import Path
+
     p = Path(path)
     try:
         st = os.lstat(p)

@@ -71,7 +71,7 @@ def _read(path: str) -> bytes:
 def _load_any(path: str) -> Any:
     """A TCG log (binary or CEL-JSON) or an IMA list, told apart by content."""
     from tboot_py.eventlog import parse_log
-    from tboot_py.eventlog.ima import looks_like_ima, parse_ima
+    from tboot_py.eventlog.sniff import looks_like_ima
 
     data = _read(path)
     source = "<stdin>" if path == "-" else path
@@ -80,17 +80,26 @@ def _load_any(path: str) -> Any:
 
         return from_cel(data, source=source)
     if looks_like_ima(data):
+        from tboot_py.eventlog.ima import parse_ima
+
         return parse_ima(data, source=source)
     return parse_log(data, source=source)
+
+
+def _is_ima(log: Any) -> bool:
+    """Whether :func:`_load_any` gave an IMA list (else a TCG EventLog); the IMA module is
+    imported only for an IMA list."""
+    from tboot_py.eventlog.model import EventLog
+
+    return not isinstance(log, EventLog)
 
 
 def _load(path: str) -> Any:
     """A TCG event log; an IMA list is an input error for the commands that take only these."""
     from tboot_py.errors import InputError
-    from tboot_py.eventlog.ima import ImaLog
 
     log = _load_any(path)
-    if isinstance(log, ImaLog):
+    if _is_ima(log):
         raise InputError(f"{path} is an IMA measurement list; this command reads TCG event logs "
                          "(IMA lists: log show, log replay)")
     return log
@@ -162,10 +171,9 @@ def _summary(e: Any) -> str:
 def _show(args: argparse.Namespace) -> int:
     from tboot_py._output import Column, emit_json, print_table
     from tboot_py.eventlog.cel import to_cel
-    from tboot_py.eventlog.ima import ImaLog
 
     log = _load_any(args.log)
-    if isinstance(log, ImaLog):
+    if _is_ima(log):
         return _show_ima(args, log)
     if args.cel:
         emit_json(to_cel(log))
@@ -238,10 +246,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     from tboot_py import algorithms
     from tboot_py.eventlog import replay
-    from tboot_py.eventlog.ima import ImaLog
 
     log = _load_any(args.log)
-    if isinstance(log, ImaLog):
+    if _is_ima(log):
         return _replay_ima(args, log)
     if args.firmware_log:
         from tboot_py.errors import InputError

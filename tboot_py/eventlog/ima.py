@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import ParseError, UnknownAlgorithmError
+from tboot_py.eventlog.sniff import MAX_TEMPLATE_NAME
 
 IMA_PCR = 10
 _NAME_LEN_MAX = 255  # IMA_EVENT_NAME_LEN_MAX
-MAX_TEMPLATE_NAME = 64
 MAX_TEMPLATE_DATA = 1 << 20
 MAX_FIELDS = 16
 KNOWN_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -280,22 +280,6 @@ def template_hash_ok(e: ImaEvent) -> bool:
         if alg.size == len(e.template_hash):
             return alg.digest(e.template_data()) == e.template_hash
     return False
-
-
-def looks_like_ima(data: bytes) -> bool:
-    """Whether ``data`` is an IMA list rather than a TCG event log, from its first record.
-
-    ASCII: ``<pcr> <hex template digest> <template name> ...``. Binary: the template-name
-    length (u32 at offset 24) is 1..64 and the name starts with ``ima``. A TCG log's first
-    record has its event type at offset 4 and digest or size fields there, never such a name.
-    """
-    first = data[:512].split(b"\n", 1)[0].split(b" ")
-    if len(first) >= 4 and first[0].isdigit():
-        return len(first[1]) in (40, 64, 96, 128) and all(c in b"0123456789abcdefABCDEF" for c in first[1])
-    if len(data) < 31:
-        return False
-    (nlen,) = struct.unpack_from("<I", data, 24)
-    return 1 <= nlen <= MAX_TEMPLATE_NAME and data[28:31] == b"ima"
 
 
 #: The PCRs the boot_aggregate covers: 0-7 for a SHA-1 aggregate, 0-9 for other hashes

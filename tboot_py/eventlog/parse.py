@@ -18,11 +18,14 @@ Every length is checked against what is left before anything is sliced or alloca
 from __future__ import annotations
 
 import struct
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tboot_py import algorithms
 from tboot_py.errors import ParseError
 from tboot_py.eventlog.model import EV_NO_ACTION, Event, EventLog, LogFormat, SpecIdEvent
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: The kernel's copy of the firmware log (Linux securityfs).
 DEFAULT_LOG_PATH = "/sys/kernel/security/tpm0/binary_bios_measurements"
