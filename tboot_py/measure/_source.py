@@ -25,11 +25,10 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from tboot_py.errors import InputError
 
-PathLike = Path | str
+PathLike = os.PathLike[str] | str
 
 #: Files smaller than this are always read with pread: mapping costs more than it saves.
 MAP_MIN = 1024 * 1024
@@ -194,7 +193,7 @@ def source_name(src: object) -> str:
         return src.name
     if isinstance(src, int) and not isinstance(src, bool):
         return f"fd:{src}"
-    if isinstance(src, str | Path):
+    if isinstance(src, str | os.PathLike):
         return os.fspath(src)
     if isinstance(src, bytes | bytearray | memoryview):
         return "<bytes>"

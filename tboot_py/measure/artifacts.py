@@ -17,9 +17,10 @@ with ``tb_polgen`` without ``--cmdline``).
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
@@ -29,6 +30,9 @@ from tboot_py.measure._source import Source, open_source, source_name
 from tboot_py.measure.authenticode import authenticode_digests
 from tboot_py.measure.digests import DigestSet, Progress, resolve_banks, stream_digests
 from tboot_py.measure.tboot import tboot_module_digests
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class ArtifactKind(enum.Enum):
@@ -108,7 +112,7 @@ def measure(
     if k is not ArtifactKind.TBOOT_MODULE and k is not None and cmdline is not None:
         raise InputError(f"a command line is only part of a tboot-module measurement, not of a {k.value}")
     label = name if name is not None else source_name(src)
-    if not isinstance(src, Path | str | int):
+    if not isinstance(src, os.PathLike | str | int):
         raise InputError(f"cannot measure a {type(src).__name__}")
     # Open once: the kind is detected on, and the digests taken from, the same open file.
     with open_source(src) as s:

@@ -28,8 +28,9 @@ osslsigncode's signing path, an unsigned image whose length is not a multiple of
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
@@ -37,6 +38,9 @@ from tboot_py.errors import InputError, ParseError
 from tboot_py.measure import _pe
 from tboot_py.measure._source import Source, open_source, source_name
 from tboot_py.measure.digests import DigestSet, MultiHasher, Progress, feed_ranges
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Range = tuple[int, int]
 
@@ -101,7 +105,7 @@ def authenticode_digests(
                 for o in range(off, off + n, 4 * 1024 * 1024):
                     h.update(view[o : min(off + n, o + 4 * 1024 * 1024)])
             return h.finish(), len(view)
-    if not isinstance(src, Path | str | int | Source):
+    if not isinstance(src, os.PathLike | str | int | Source):
         raise InputError(f"cannot measure a {type(src).__name__}")
     with open_source(src) as s:
         hdr = _pe.parse_headers(_pe.source_reader(s), s.size, s.name)

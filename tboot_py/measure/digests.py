@@ -23,13 +23,15 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError, UnknownAlgorithmError
 from tboot_py.measure._source import MAP_MIN, Source, open_source
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Read size. Large enough that per-chunk thread hand-off costs nothing measurable,
 #: small enough that two buffers keep peak RSS far below 64 MiB.
@@ -376,7 +378,7 @@ def stream_digests(
     progress: Progress | None = None,
 ) -> tuple[DigestSet, int]:
     """Digests and the number of bytes hashed (see :func:`hash_stream`)."""
-    if isinstance(src, int | Path | str | Source):
+    if isinstance(src, int | os.PathLike | str | Source):
         # The source is opened outside the hasher: its lease is released only after every
         # hashing thread has let go of the mapping.
         with open_source(src) as s, MultiHasher(banks, progress) as h:

@@ -19,16 +19,19 @@ ignore them, and unmeasured bytes must not ride along with a measured module).
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tboot_py import algorithms
 from tboot_py.algorithms import HashAlg
 from tboot_py.errors import InputError, ParseError
 from tboot_py.measure._source import Source, open_source, source_name
 from tboot_py.measure.digests import CHUNK_SIZE, DigestSet, MultiHasher, Progress, _read_chunks, resolve_banks
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Longest module command line tb_polgen accepts (it refuses longer ones; tboot keeps
@@ -125,7 +128,7 @@ def image_digests(
 ) -> tuple[DigestSet, int, bool]:
     """H(image) per bank (gunzipped first if gzip), the file size, and whether it was gzip."""
     name = source_name(src)
-    if isinstance(src, Path | str | int | Source):
+    if isinstance(src, os.PathLike | str | int | Source):
         # Opened outside the hasher: a lease outlives every thread's use of the mapping.
         with open_source(src) as s, MultiHasher(banks) as h:
             size, gz = _file_image(h, s, max_decompressed, progress)
