@@ -110,6 +110,33 @@ def _completion(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Arguments where ``-`` is not standard input: outputs (``-`` is standard output or a name)
+#: and the arguments handed to a launched program or hook.
+_NOT_STDIN = frozenset({"out", "output", "command", "hook_args"})
+
+
+def stdin_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The arguments given as ``-`` (standard input), named as in the usage line, once per
+    ``-``. Standard input can be read once, so a command takes it for one argument at most."""
+    names: dict[str, str] = {}
+    todo = [parser]
+    while todo:
+        for action in todo.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += action.choices.values()
+            else:
+                names.setdefault(action.dest, action.option_strings[0] if action.option_strings
+                                 else str(action.metavar or action.dest.upper()))
+    found = []
+    for dest, value in vars(args).items():
+        if dest in _NOT_STDIN:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str | os.PathLike) and os.fspath(v) == "-":
+                found.append(names.get(dest, dest))
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:  # answered before any parser is built
@@ -122,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help exits 0, usage errors exit 2
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    dashes = stdin_arguments(parser, args)
+    if len(dashes) > 1:
+        print(f"tboot-py: error: only one argument can be - (standard input), not {' and '.join(dashes)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         rc: int = args.func(args)
         return rc

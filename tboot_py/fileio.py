@@ -107,13 +107,53 @@ def read_file(path: PathLike, what: str = "file", limit: int = SMALL, *, nofollo
         os.close(fd)
 
 
-def read_text(path: PathLike, what: str = "file", limit: int = SMALL) -> str:
-    """:func:`read_file` decoded as UTF-8 (InputError naming the byte otherwise)."""
-    data = read_file(path, what, limit)
+def read_text(path: PathLike, what: str = "file", limit: int = SMALL, *, stdin: bool = False) -> str:
+    """:func:`read_file` (with ``stdin``, :func:`read_input`) decoded as UTF-8 (InputError
+    naming the byte otherwise)."""
+    data = read_input(path, what, limit) if stdin else read_file(path, what, limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{what} {os.fspath(path)}: not UTF-8 text (byte {e.start})") from e
+
+
+#: A file argument of ``-`` means standard input (as in tpm2-tools and coreutils).
+STDIN = "-"
+#: The most read from standard input: more than any event log, evidence bundle or boot image.
+MAX_STDIN = 1 << 30
+
+
+def read_stdin(what: str, limit: int = MAX_STDIN) -> bytes:
+    """Standard input's bytes for a ``-`` argument, at most ``limit`` (else InputError)."""
+    import sys
+
+    try:
+        data = sys.stdin.buffer.read(limit + 1)
+    except (OSError, AttributeError, ValueError) as e:
+        raise InputError(f"cannot read {what} from standard input: {e}") from e
+    if len(data) > limit:
+        raise InputError(f"{what} on standard input is larger than {limit} bytes")
+    return data
+
+
+def read_input(path: PathLike, what: str = "file", limit: int = SMALL) -> bytes:
+    """:func:`read_file`, or standard input when ``path`` is ``-`` (same cap, same errors)."""
+    if os.fspath(path) == STDIN:
+        return read_stdin(what, limit)
+    return read_file(path, what, limit)
+
+
+def stdin_fd(what: str, limit: int = MAX_STDIN) -> int:
+    """Standard input copied once into a sealed anonymous file, for readers that take an fd
+    and read it with pread (``measure``): a pipe cannot be read at offsets."""
+    fd = os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        write_all(fd, read_stdin(what, limit))
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def lock_exclusive(lock: PathLike, what: str = "lock") -> int:

@@ -14,7 +14,7 @@ def register(sub: Any) -> None:
     asub = p.add_subparsers(dest="audit_command", metavar="ACTION")
     asub.required = True
     v = asub.add_parser("verify", help="check every record's hash and link (exit 1 if broken)")
-    v.add_argument("log", type=Path, metavar="AUDIT_LOG")
+    v.add_argument("log", type=Path, metavar="AUDIT_LOG", help="the audit log; - for standard input")
     v.add_argument("--expect-head", metavar="HASH", default=None,
                    help="the chain must end at this record hash (a head kept elsewhere, e.g. in a report)")
     v.add_argument("--tpm", metavar="TCTI", default=None,
@@ -24,13 +24,13 @@ def register(sub: Any) -> None:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_verify)
     s = asub.add_parser("show", help="list the decisions in an audit log (after checking its chain)")
-    s.add_argument("log", type=Path, metavar="AUDIT_LOG")
+    s.add_argument("log", type=Path, metavar="AUDIT_LOG", help="the audit log; - for standard input")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_show)
     r = asub.add_parser("report", help="write a compliance report: from an intact audit log, or from the "
                                        "attestation service's database for one host or the fleet")
     r.add_argument("log", type=Path, metavar="AUDIT_LOG", nargs="?", default=None,
-                   help="a launch audit log (or use --db with --host or --fleet)")
+                   help="a launch audit log, - for standard input (or use --db with --host or --fleet)")
     r.add_argument("--db", metavar="URL", help="the service database: postgresql://... or a SQLite file")
     r.add_argument("--host", metavar="NAME", help="report on this host's stored attestations (with --db)")
     r.add_argument("--result", type=int, metavar="ID", help="only this stored result (with --host)")

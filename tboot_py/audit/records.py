@@ -32,7 +32,7 @@ from typing import Any
 
 from tboot_py import jsonin
 from tboot_py.errors import InputError, VerificationError
-from tboot_py.fileio import append_atomic, locked, read_file
+from tboot_py.fileio import STDIN, append_atomic, locked, read_file, read_input
 
 GENESIS = "0" * 64
 #: An audit log is read whole to check its chain; refuse anything larger.
@@ -140,10 +140,11 @@ def check_chain(path: Path) -> ChainReport:
 
 def load_chain(path: Path, expect_head: str | None = None) -> ChainReport:
     """The intact chain of an existing log. InputError when it cannot be read,
-    AuditChainError when the chain is broken or its head is not ``expect_head``."""
-    if not os.path.lexists(path):
+    AuditChainError when the chain is broken or its head is not ``expect_head``. ``-`` reads
+    standard input."""
+    if os.fspath(path) != STDIN and not os.path.lexists(path):
         raise InputError(f"{path}: no such audit log")
-    report = check_chain_bytes(read_file(path, "audit log", MAX_AUDIT_LOG))
+    report = check_chain_bytes(read_input(path, "audit log", MAX_AUDIT_LOG))
     if not report.ok:
         raise AuditChainError(f"{path}: {report.error}")
     if expect_head is not None and report.head != expect_head.lower():

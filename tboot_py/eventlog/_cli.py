@@ -107,15 +107,10 @@ def _load(path: str) -> Any:
 
 def _load_pcrs(path: str) -> dict[str, dict[int, bytes]]:
     from tboot_py.eventlog.quirks import load_pcr_values
-    from tboot_py.fileio import SMALL, read_file
+    from tboot_py.fileio import SMALL, read_input
     from tboot_py.jsonin import loads_strict
 
-    if path == "-":
-        from tboot_py._args import read_stdin
-
-        data = read_stdin("PCR values", SMALL)
-    else:
-        data = read_file(path, "PCR file", SMALL)
+    data = read_input(path, "PCR file", SMALL)
     obj = loads_strict(data, f"PCR file {path}")
     return load_pcr_values(obj)
 

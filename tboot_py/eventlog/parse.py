@@ -53,14 +53,10 @@ MAX_DIGEST_SIZE = 512
 def read_log_bytes(path: str | Path) -> bytes:
     """A log file's bytes, at most MAX_LOG_SIZE. A FIFO, a device, a larger file or a read
     error raise InputError (never read whole)."""
-    if str(path) == "-":  # standard input, as file arguments take it
-        from tboot_py._args import read_stdin
-
-        return read_stdin("the event log", MAX_LOG_SIZE)
-    from tboot_py.fileio import read_file
+    from tboot_py.fileio import read_input
 
     # securityfs reports size 0 for binary_bios_measurements: read_file reads to the end.
-    return read_file(path, "event log", MAX_LOG_SIZE)
+    return read_input(path, "event log", MAX_LOG_SIZE)
 
 
 def read_log(path: str | Path) -> EventLog:

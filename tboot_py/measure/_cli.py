@@ -25,8 +25,8 @@ def _measure(args: argparse.Namespace) -> int:
     import os
 
     from tboot_py import algorithms
-    from tboot_py._args import STDIN, stdin_fd
     from tboot_py._output import emit_json, hash_progress
+    from tboot_py.fileio import STDIN, stdin_fd
     from tboot_py.measure import Measurement, measure
 
     banks = algorithms.parse_banks(args.banks) if args.banks is not None else algorithms.DEFAULT_BANKS

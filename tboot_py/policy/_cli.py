@@ -90,7 +90,7 @@ def register(sub: Any) -> None:
     s.set_defaults(func=_verify)
 
     s = ps.add_parser("import-vlp", help="convert a tboot Verified Launch policy (tb_polgen) to a tboot-py policy")
-    s.add_argument("vlp", type=Path, metavar="VLP")
+    s.add_argument("vlp", type=Path, metavar="VLP", help="the VLP file (tb_polgen output); - for standard input")
     s.add_argument("-o", "--output", type=Path, required=True, metavar="POLICY")
     s.add_argument("--allow-permissive", action="store_true",
                    help="import a VLP that verifies nothing (nonfatal type, no entries, or only any-hash entries); "
@@ -388,14 +388,15 @@ def _verify(args: argparse.Namespace) -> int:
 def _import_vlp(args: argparse.Namespace) -> int:
     import sys
 
-    from tboot_py.fileio import read_file
+    from tboot_py.fileio import STDIN, read_input
     from tboot_py.policy.io import save_policy
     from tboot_py.policy.vlp import MAX_FILE as MAX_VLP
     from tboot_py.policy.vlp import parse_vlp, vlp_to_policy
 
-    data = read_file(args.vlp, "VLP file", MAX_VLP)
+    data = read_input(args.vlp, "VLP file", MAX_VLP)
+    source = "standard input" if str(args.vlp) == STDIN else args.vlp.name
     vlp = parse_vlp(data, source=str(args.vlp))
-    policy = vlp_to_policy(vlp, name=f"imported from {args.vlp.name}", allow_permissive=args.allow_permissive)
+    policy = vlp_to_policy(vlp, name=f"imported from {source}", allow_permissive=args.allow_permissive)
     save_policy(policy, args.output)
     _done(args, f"wrote {args.output}: {len(vlp.entries)} tboot policy entr{'y' if len(vlp.entries) == 1 else 'ies'}",
           {"wrote": str(args.output), "entries": len(vlp.entries), "warnings": list(policy.warnings)})

@@ -13,15 +13,16 @@ from pathlib import Path
 
 from tboot_py import jsonin
 from tboot_py.errors import InputError, PolicyError, PolicySignatureError
-from tboot_py.fileio import read_file
+from tboot_py.fileio import STDIN, read_input
 from tboot_py.fileio import write_atomic as write_atomic  # callers that write policies
 from tboot_py.policy import _serialize, signing
 from tboot_py.policy.model import Policy
 
 
-def read_bytes(path: Path, what: str = "policy") -> bytes:
+def read_bytes(path: Path | str, what: str = "policy") -> bytes:
+    """A policy file's bytes, or standard input's for ``-``; PolicyError if unreadable."""
     try:
-        return read_file(path, what, _serialize.MAX_TEXT + signing.MAX_ENVELOPE)
+        return read_input(path, what, _serialize.MAX_TEXT + signing.MAX_ENVELOPE)
     except InputError as e:
         raise PolicyError(e.diagnostics()) from e
 
@@ -78,13 +79,8 @@ def load_policy(path: Path | str, trust_keys: Sequence[Path | str] | None = None
     Either way the caller must deny.
     """
     keys = None if trust_keys is None else [signing.load_public_key(Path(k)) for k in trust_keys]
-    if str(path) == "-":  # standard input, as file arguments take it
-        from tboot_py._args import read_stdin
-
-        data = read_stdin("the policy", _serialize.MAX_TEXT + signing.MAX_ENVELOPE)
-        return loads_policy(data, keys, source="<stdin>", allow_empty=allow_empty)
-    p = Path(path)
-    return loads_policy(read_bytes(p), keys, source=str(p), allow_empty=allow_empty)
+    source = "<stdin>" if str(path) == STDIN else str(path)
+    return loads_policy(read_bytes(path), keys, source=source, allow_empty=allow_empty)
 
 
 def dumps_policy(policy: Policy, fmt: str) -> str:

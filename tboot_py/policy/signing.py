@@ -159,9 +159,9 @@ def load_public_key(path: Path) -> PublicKey:
 
 
 def _read_small(path: Path, what: str) -> bytes:
-    from tboot_py.fileio import read_file
+    from tboot_py.fileio import read_input
 
-    return read_file(path, what, 65536)
+    return read_input(path, what, 65536)
 
 
 # ---------------------------------------------------------------- sign / verify

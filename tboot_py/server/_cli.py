@@ -154,7 +154,7 @@ def _client(args: argparse.Namespace) -> Any:
     if path is not None:
         from tboot_py.fileio import read_text
 
-        tok = read_text(path, "admin token", 4096).strip()
+        tok = read_text(path, "admin token", 4096, stdin=True).strip()
     return Client(args.server, token=tok, cacert=args.cacert)
 
 
@@ -265,7 +265,7 @@ def _policy_list(args: argparse.Namespace) -> int:
 def _webhook_add(args: argparse.Namespace) -> int:
     from tboot_py.fileio import read_text
 
-    secret = read_text(args.secret_file, "webhook secret", 4096).strip()
+    secret = read_text(args.secret_file, "webhook secret", 4096, stdin=True).strip()
     out = _call(args, "POST", "/v1/webhooks", json={"url": args.url, "secret": secret})
     return _simple(args, out, f"webhook {out['id']} added")
 
@@ -278,22 +278,18 @@ def _webhook_deliveries(args: argparse.Namespace) -> int:
 
 
 def _ear_verify(args: argparse.Namespace) -> int:
-    import sys
 
     from tboot_py._args import parse_hex
     from tboot_py._output import emit_json, say
-    from tboot_py.fileio import SMALL, read_file, read_text
+    from tboot_py.fileio import SMALL, STDIN, read_input, read_stdin, read_text
     from tboot_py.server.ear import EARError, load_verification_keys, verify_ear
 
     token = args.token
-    try:
-        if token == "-":
-            token = sys.stdin.read(65536)
-    except OSError as e:
-        raise InputError(f"cannot read the token from standard input: {e.strerror}") from e
+    if token == STDIN:
+        token = read_stdin("the EAR token", 65536).decode("utf-8", "replace")
     if token.startswith("@"):
         token = read_text(token[1:], "EAR token", 65536)
-    keys = load_verification_keys(read_file(args.key, "EAR key", SMALL))
+    keys = load_verification_keys(read_input(args.key, "EAR key", SMALL))
     nonce = parse_hex(args.nonce, "--nonce") if args.nonce else None
     try:
         ear = verify_ear(token.strip(), keys, nonce=nonce, max_age=args.max_age, host=args.host)

@@ -8,26 +8,17 @@ verified PCRs. Names are loaded lazily so the CLI starts fast.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "verify_quote": "tboot_py.verify.quote",
-    "check_quote": "tboot_py.verify.quote",
-    "VerifiedPCRs": "tboot_py.verify.quote",
-    "QuoteCheck": "tboot_py.verify.quote",
-    "QuoteHistory": "tboot_py.verify.quote",
-    "verify_evidence": "tboot_py.verify.evidence",
-    "check_evidence": "tboot_py.verify.evidence",
-    "VerifiedBoot": "tboot_py.verify.evidence",
-}
+from tboot_py._lazy import exports
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:
+    from tboot_py.verify.evidence import VerifiedBoot, check_evidence, verify_evidence
+    from tboot_py.verify.quote import QuoteCheck, QuoteHistory, VerifiedPCRs, check_quote, verify_quote
 
+__all__ = ["QuoteCheck", "QuoteHistory", "VerifiedBoot", "VerifiedPCRs", "check_evidence", "check_quote",
+           "verify_evidence", "verify_quote"]
 
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'tboot_py.verify' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(mod), name)
+_EVIDENCE = {"VerifiedBoot", "check_evidence", "verify_evidence"}
+__getattr__, __dir__ = exports(__name__, {
+    name: ("tboot_py.verify.evidence" if name in _EVIDENCE else "tboot_py.verify.quote", name) for name in __all__})

@@ -12,7 +12,8 @@ def register(sub: Any) -> None:
     v = sub.add_parser("verify", help="verify an evidence bundle: quote, nonce, PCRs, event logs")
     v.add_argument("evidence", metavar="EVIDENCE",
                    help="evidence bundle (JSON) from `tboot-py attest quote`; - for standard input")
-    v.add_argument("--ak", required=True, help="trusted AK: ak.json/state dir, PEM, TPMT_PUBLIC or TPM2B_PUBLIC")
+    v.add_argument("--ak", required=True,
+                   help="trusted AK: ak.json/state dir, PEM, TPMT_PUBLIC or TPM2B_PUBLIC; - for standard input")
     v.add_argument("--nonce", metavar="HEX", help="the nonce the verifier issued (at least 8 bytes)")
     v.add_argument("--legacy-nonce", action="store_true",
                    help="accept a nonce shorter than 8 bytes (legacy quotes); an empty one never verifies")
@@ -34,7 +35,7 @@ def register(sub: Any) -> None:
     qsub = q.add_subparsers(dest="quote_command", metavar="ACTION")
     qsub.required = True
     qv = qsub.add_parser("verify", help="verify a tpm2_quote output (like tpm2_checkquote)")
-    qv.add_argument("--ak", required=True, help="AK: PEM, TPM2B_PUBLIC, TPMT_PUBLIC or ak.json")
+    qv.add_argument("--ak", required=True, help="AK: PEM, TPM2B_PUBLIC, TPMT_PUBLIC or ak.json; - for stdin")
     qv.add_argument("--message", "-m", required=True, metavar="FILE", help="TPMS_ATTEST (tpm2_quote -m); - for stdin")
     qv.add_argument("--signature", "-s", required=True, metavar="FILE", help="TPMT_SIGNATURE (tpm2_quote -s)")
     qv.add_argument("--nonce", "-q", required=True, metavar="HEX", help="qualifying data given to tpm2_quote")
@@ -46,12 +47,9 @@ def register(sub: Any) -> None:
 
 
 def _read(path: str, what: str, limit: int = 2**20) -> bytes:
-    from tboot_py._args import STDIN, read_stdin
-    from tboot_py.fileio import read_file
+    from tboot_py.fileio import read_input
 
-    if path == STDIN:
-        return read_stdin(what, limit)
-    return read_file(path, what, limit)
+    return read_input(path, what, limit)
 
 
 def _report(args: argparse.Namespace, ok: bool, reason: str, verified: Any, extra: dict[str, Any]) -> int:

@@ -346,13 +346,12 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
     ``tpm2_createak -u``). Raises InputError/ParseError."""
 
     from tboot_py.errors import InputError
+    from tboot_py.fileio import SMALL, STDIN, read_input
 
     p = Path(path)
-    if p.is_dir():
+    if str(path) != STDIN and p.is_dir():
         p = p / "ak.json"
-    from tboot_py.fileio import SMALL, read_file
-
-    data = read_file(p, "AK", SMALL)
+    data = read_input(p, "AK", SMALL)
     if data.lstrip().startswith(b"{"):
         try:
             rec = jsonin.loads(data)

@@ -254,3 +254,31 @@ def test_an_oversized_regular_file_is_refused_before_it_is_read(files: Files) ->
                  ["audit", "verify", str(big)], ["log", "show", str(big)]):
         _check(argv, str(big))
     big.unlink()
+
+
+#: File arguments where ``-`` is not standard input: outputs, files the command rewrites in
+#: place (logs it appends to, a policy it edits), directories, what the launch gate measures and
+#: hands to the launcher (which opens it again by name), the hook's configuration (named by the
+#: toolstack), and artifacts measured for a policy by name.
+NOT_STDIN = {"extend --kernel", "extend --log", "launch --kernel", "launch --initrd", "launch --hypervisor",
+             "launch --log", "launch --audit-log", "launch --evidence-out", "audit report -o", "policy add",
+             "policy from-log -o", "policy keygen -o", "policy sign -o", "policy export-vlp -o", "attest quote --out",
+             "attest ek --ek-ca", "verify --ek-ca", "ear verify @token", "hook xl-create", "policy add --file",
+             "policy predict --kernel"}
+
+
+def test_every_input_file_argument_takes_dash_for_standard_input(files: Files) -> None:
+    """Each command gets bytes it cannot use on standard input: it must read them (and fail on
+    their content, or on an unreachable server: exit 3), not look for a file named ``-``."""
+    env = dict(os.environ, TBOOT_PY_ADMIN_TOKEN="t")
+    failures = []
+    for name, argv in _cases(files).items():
+        if name in NOT_STDIN:
+            continue
+        real = [a.replace("H", "-") if a in ("H", "fw=H") else a for a in argv]
+        r = subprocess.run([sys.executable, "-m", "tboot_py", *real], input=b"\x00 not what a file holds\n",
+                           capture_output=True, check=False, timeout=60, env=env)
+        err = r.stderr.decode(errors="replace")
+        if r.returncode not in (0, 1, 2, 3) or "Traceback" in err or "no such file" in err.lower():
+            failures.append(f"{name}: exit {r.returncode}: {err.strip()}")
+    assert not failures, "\n".join(failures)

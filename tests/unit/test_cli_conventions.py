@@ -296,3 +296,58 @@ def test_dash_reads_standard_input(tmp_path: Path) -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["version"] == 1
     r = _stdin(["log", "replay", "-"], b"")
     assert r.returncode == 2 and b"Traceback" not in r.stderr
+
+
+def test_dash_reads_the_ak_the_audit_log_and_a_vlp_from_standard_input(tmp_path: Path) -> None:
+    from tboot_py.audit.records import append_record
+    from tboot_py.tpm.wire import PCRSelection
+    from tests._softak import SoftAK, evidence, make_attest, nonce, pcr_values
+
+    ak, sel, n = SoftAK.rsa(), PCRSelection.parse_spec("sha256:0-3"), nonce()
+    pcrs = pcr_values(sel)
+    ev = evidence(ak, make_attest(ak, sel, pcrs, n), pcrs)
+    (tmp_path / "ev.json").write_text(ev.dumps())
+    r = _stdin(["verify", str(tmp_path / "ev.json"), "--ak", "-", "--nonce", n.hex(), "--json"], ak.public.raw)
+    assert r.returncode == 0 and json.loads(r.stdout)["verified"] is True, r.stderr
+    (tmp_path / "msg").write_bytes(ev.untrusted_attest)
+    (tmp_path / "sig").write_bytes(ev.untrusted_signature)
+    (tmp_path / "pcrs.json").write_text(json.dumps({"sha256": {str(i): v.hex() for i, v in pcrs["sha256"].items()}}))
+    r = _stdin(["quote", "verify", "--ak", "-", "-m", str(tmp_path / "msg"), "-s", str(tmp_path / "sig"),
+                "-f", str(tmp_path / "pcrs.json"), "-q", n.hex(), "--json"], ak.public.raw)
+    assert r.returncode == 0 and json.loads(r.stdout)["verified"] is True, r.stderr
+
+    audit = tmp_path / "audit.jsonl"
+    append_record(audit, {"decision": "allow"})
+    append_record(audit, {"decision": "deny"})
+    r = _stdin(["audit", "verify", "--json", "-"], audit.read_bytes())
+    assert r.returncode == 0 and json.loads(r.stdout)["records"] == 2, r.stderr
+    r = _stdin(["audit", "show", "--json", "-"], audit.read_bytes())
+    assert [x["decision"] for x in json.loads(r.stdout)["records"]] == ["allow", "deny"]
+    r = _stdin(["audit", "report", "--format", "json", "-"], audit.read_bytes())
+    assert r.returncode == 0 and b"deny" in r.stdout, r.stderr
+    assert _stdin(["audit", "verify", "-"], audit.read_bytes()[:-5]).returncode == 1  # a torn chain
+
+    vlp_policy, vlp = tmp_path / "vlp.toml", tmp_path / "p.vlp"
+    vlp_policy.write_text('version = 1\n[[rules]]\ntype = "tboot-vlp"\nbank = "sha256"\ncontrol = 0\n'
+                          '[[rules.entries]]\nmod_num = 0\npcr = 18\nhash_type = "image"\n'
+                          f'hashes = ["{"ab" * 32}"]\n')
+    assert run_cli("policy", "export-vlp", str(vlp_policy), "-o", str(vlp)).rc == 0
+    out = tmp_path / "imported.toml"
+    r = _stdin(["policy", "import-vlp", "-", "-o", str(out), "--json"], vlp.read_bytes())
+    assert r.returncode == 0 and json.loads(r.stdout)["entries"] == 1, r.stderr
+    assert "ab" * 32 in out.read_text()
+
+
+def test_standard_input_is_given_to_one_argument_at_most(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    for argv, names in ((["verify", "-", "--ak", "-", "--nonce", "00"], "EVIDENCE and --ak"),
+                        (["quote", "verify", "--ak", str(f), "-m", "-", "-s", "-", "-f", str(f), "-q", "00"],
+                         "--message and --signature"),
+                        (["measure", "-", str(f), "-"], "FILE and FILE"),
+                        (["log", "diff", "-", "-"], "A and B"),
+                        (["policy", "show", "-", "--trust-key", "-"], "POLICY and --trust-key")):
+        r = _stdin(argv, b"data")
+        err = r.stderr.decode()
+        assert r.returncode == 2 and r.stdout == b"", (argv, err)
+        assert err == f"tboot-py: error: only one argument can be - (standard input), not {names}\n", argv
