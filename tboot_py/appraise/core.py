@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tboot_py.errors import Error, VerificationError
@@ -32,6 +31,8 @@ from tboot_py.verify.quote import AKPublic, QuoteHistory, VerifiedPCRs
 DEFAULT_RECORD_PCRS: tuple[int, ...] = (9,)
 
 if TYPE_CHECKING:  # the policy stage loads only when a policy is appraised (fast `verify`)
+    from pathlib import Path
+
     from tboot_py.policy.model import Policy, Rule, Verdict
     from tboot_py.tpm.evidence import Evidence
     from tboot_py.tpm.wire import PCRSelection

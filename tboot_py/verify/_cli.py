@@ -98,8 +98,6 @@ def _ranges(pcrs: Any) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tboot_py._args import parse_hex
     from tboot_py.algorithms import parse_banks
     from tboot_py.appraise import Appraiser, TrustConfig
@@ -127,12 +125,16 @@ def _verify(args: argparse.Namespace) -> int:
     sel = PCRSelection.parse_spec(args.pcrs) if args.pcrs else None
     if args.exact and sel is None:
         raise InputError("--exact needs --pcrs")
+    ek_roots = None
     if args.ek_ca:  # an unreadable CA is an input error (exit 2), not evidence that fails
+        from pathlib import Path
+
         from tboot_py.verify.ekcert import load_ca_dir
 
-        load_ca_dir(Path(args.ek_ca))
+        ek_roots = Path(args.ek_ca)
+        load_ca_dir(ek_roots)
     trust = TrustConfig(
-        ak=load_trusted_ak(args.ak), policy=policy, ek_roots=Path(args.ek_ca) if args.ek_ca else None,
+        ak=load_trusted_ak(args.ak), policy=policy, ek_roots=ek_roots,
         required_banks=tuple(b.name for b in parse_banks(args.require_banks)) if args.require_banks else None,
         min_nonce_bytes=1 if args.legacy_nonce else 8, fresh=not args.no_freshness,
         selection=sel, exact_selection=args.exact)

@@ -14,7 +14,6 @@ import contextvars
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tboot_py import algorithms
@@ -25,6 +24,8 @@ from tboot_py.verify import errors as ve
 from tboot_py.verify.quote import AKPublic, QuoteHistory, VerifiedPCRs, verify_quote
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tboot_py.algorithms import HashAlg
     from tboot_py.eventlog.replay import BankReplay
 

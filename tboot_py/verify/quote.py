@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import contextvars
 import hmac
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -28,6 +29,9 @@ from tboot_py.errors import Error, ParseError, VerificationError
 from tboot_py.tpm import wire as st
 from tboot_py.tpm.evidence import Evidence
 from tboot_py.verify import errors as ve
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -344,22 +348,21 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
     """Read a trusted AK from a file: tboot-py's ``ak.json`` state (or the state directory),
     PEM (SubjectPublicKeyInfo), or binary TPMT_PUBLIC / TPM2B_PUBLIC (tpm2-tools ``-f tpmt``,
     ``tpm2_createak -u``). Raises InputError/ParseError."""
-
     from tboot_py.errors import InputError
     from tboot_py.fileio import SMALL, STDIN, read_input
 
-    p = Path(path)
-    if str(path) != STDIN and p.is_dir():
-        p = p / "ak.json"
+    p = os.fspath(path)  # os.path, not pathlib: `verify` and `quote verify` load no pathlib
+    if p != STDIN and os.path.isdir(p):
+        p = os.path.join(p, "ak.json")
     data = read_input(p, "AK", SMALL)
     if data.lstrip().startswith(b"{"):
         try:
             rec = jsonin.loads(data)
-            pub = st.parse_public(base64.b64decode(rec["public"], validate=True), source=str(p))
+            pub = st.parse_public(base64.b64decode(rec["public"], validate=True), source=p)
             qn = rec.get("qualified_name")
             return TrustedAK(pub, bytes.fromhex(qn) if qn else None)
         except (ValueError, KeyError, TypeError) as e:
-            raise ParseError(f"not an AK state file: {e}", 0, str(p)) from e
+            raise ParseError(f"not an AK state file: {e}", 0, p) from e
     if data.lstrip().startswith(b"-----BEGIN"):
         # Imported only here: cryptography's serialization package also loads its SSH and
         # cipher modules, which an ak.json or TPM2B_PUBLIC AK never needs.
@@ -368,8 +371,8 @@ def load_trusted_ak(path: str | Path) -> AKPublic:
         try:
             key = load_pem_public_key(data)
         except ValueError as e:
-            raise ParseError(f"bad PEM public key: {e}", 0, str(p)) from e
+            raise ParseError(f"bad PEM public key: {e}", 0, p) from e
         if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise InputError(f"{p}: AK must be an RSA or ECC key")
         return key
-    return TrustedAK(st.parse_public(data, source=str(p)))
+    return TrustedAK(st.parse_public(data, source=p))

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tboot_py import jsonin
 from tboot_py.errors import ParseError
 from tboot_py.tpm import wire as st
 from tboot_py.tpm.evidence import Evidence
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _NUM_BANKS = 16
 _SEL_ENTRY = 8
