@@ -8,7 +8,6 @@ wrap, other columns fold, and the table grows past the terminal width rather tha
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,6 +31,8 @@ def is_terminal(stderr: bool = False) -> bool:
 
 
 def emit_json(obj: Any) -> None:
+    import json  # only here: plain and table output never load it
+
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
 
