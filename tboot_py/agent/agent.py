@@ -44,6 +44,8 @@ class AgentConfig:
     event_logs: tuple[tuple[str, Path], ...] = ()
     cacert: Path | None = None
     ak_handle: int = 0x81010002
+    #: The AK's algorithm (keys.AK_ALGS): rsa, or ecc (ECDSA P-256, far cheaper to sign with).
+    ak_alg: str = "rsa"
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class Agent:
         pending = self._saved.get("enrollment")
         tpm = keys.open_esapi(self.config.tcti)
         try:
-            ak = keys.load_or_create_ak(tpm, self.config.state, "rsa", self.config.ak_handle)
+            ak = keys.load_or_create_ak(tpm, self.config.state, self.config.ak_alg, self.config.ak_handle)
             if not pending:
                 ek = keys.create_ek(tpm, "rsa")
                 if ek.certificate is None:
@@ -161,7 +163,7 @@ class Agent:
         n = self.client.request("POST", "/v1/attest/nonce", token=token)
         tpm = keys.open_esapi(self.config.tcti)
         try:
-            ak = keys.load_or_create_ak(tpm, self.config.state, "rsa", self.config.ak_handle)
+            ak = keys.load_or_create_ak(tpm, self.config.state, self.config.ak_alg, self.config.ak_handle)
             ev = collect_evidence(tpm, ak, sel, bytes.fromhex(n["nonce"]), logs)
         finally:
             tpm.close()
