@@ -27,6 +27,10 @@ from tboot_py.tpm.swtpm import free_port
 if TYPE_CHECKING:
     import httpx
 
+#: Non-default settings of the throwaway cluster (a benchmark run states them). fsync=off: the
+#: cluster lives for one test run; durability of a real deployment is PostgreSQL's default.
+PG_SETTINGS = "fsync=off"
+
 
 def pg_bindir() -> str:
     """Debian keeps the server programs in /usr/lib/postgresql/N/bin, off PATH."""
@@ -66,12 +70,17 @@ class Postgres:
                       "--no-sync")
         if r.returncode != 0:
             raise InputError(f"initdb failed: {r.stderr.strip()}")
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200 " + " ".join(
+            f"-c {kv}" for kv in PG_SETTINGS.split(", "))
         r = self._run(f"{self.bindir}/pg_ctl", "-D", str(data), "-l", str(self.dir / "pg.log"), "-o", opts, "-w",
                       "start")
         if r.returncode != 0:
             raise InputError(f"pg_ctl start failed: {(r.stderr + r.stdout).strip()}")
         return self
+
+    def pid(self) -> int:
+        """The postmaster's process id (its first line of postmaster.pid)."""
+        return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
 
     def fresh_db(self, name: str) -> str:
         import psycopg
