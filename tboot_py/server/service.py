@@ -40,7 +40,34 @@ from tboot_py.server.schema import webhooks as webhooks_t
 from tboot_py.tpm import wire as st
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+NONCE_RE = re.compile(r"[0-9a-fA-F]{16,128}")
 WEBHOOK_MAX_ATTEMPTS = 8
+
+# The statements of the attestation path, built once: SQLAlchemy then reuses their cache keys
+# and compiled SQL instead of rebuilding them for every request.
+_HOST_BY_TOKEN = sa.select(hosts).where(hosts.c.token_hash == sa.bindparam("p_token_hash"))
+_NONCE_INSERT = nonces.insert()
+#: Consume a nonce in one statement: it matches only an unused, unexpired nonce of this host,
+#: under the row lock (PostgreSQL) or the writer lock (SQLite, BEGIN IMMEDIATE).
+_NONCE_CONSUME = (nonces.update()
+                  .where(nonces.c.nonce == sa.bindparam("p_nonce"), nonces.c.host_id == sa.bindparam("p_host_id"),
+                         nonces.c.used_at.is_(None), nonces.c.expires_at >= sa.bindparam("p_now"))
+                  .values(used_at=sa.bindparam("p_now")))
+_NONCE_BY_VALUE = sa.select(nonces).where(nonces.c.nonce == sa.bindparam("p_nonce"))
+#: The host's newest policy version, else its group's, in one query.
+_POLICY_FOR = (sa.select(policies)
+               .where(sa.or_(sa.and_(policies.c.scope == "host", policies.c.target == sa.bindparam("p_host")),
+                             sa.and_(policies.c.scope == "group", policies.c.target == sa.bindparam("p_group"))))
+               .order_by(sa.case((policies.c.scope == "host", 0), else_=1), policies.c.version.desc()).limit(1))
+_RESULT_INSERT = results.insert().returning(results.c.id)
+_RESULT_SET_EAR = results.update().where(results.c.id == sa.bindparam("p_id")).values(ear=sa.bindparam("p_ear"))
+#: Both return the host's state: the UPDATE holds the host's row lock (PostgreSQL) or the
+#: writer lock (SQLite), so that state is current until the transaction ends.
+_HOST_ATTESTED = (hosts.update().where(hosts.c.id == sa.bindparam("p_id"))
+                  .values(last_result_id=sa.bindparam("p_rid"), last_attested_at=sa.bindparam("p_at"))
+                  .returning(hosts.c.state))
+_HOST_REAPPRAISED = (hosts.update().where(hosts.c.id == sa.bindparam("p_id"))
+                     .values(last_result_id=sa.bindparam("p_rid")).returning(hosts.c.state))
 
 
 class ServiceError(Exception):
@@ -193,7 +220,7 @@ class Service:
 
     def host_for_token(self, token: str) -> Host:
         with self._read() as c:
-            row = c.execute(sa.select(hosts).where(hosts.c.token_hash == _sha256(token.encode()))).first()
+            row = c.execute(_HOST_BY_TOKEN, {"p_token_hash": _sha256(token.encode())}).first()
         if row is None:
             raise ServiceError(401, "bad_token", "unknown or revoked agent token")
         return self._host(row)
@@ -340,35 +367,31 @@ class Service:
             raise ServiceError(403, "not_enrolled", "the host has no bound AK yet")
         nonce, now = secrets.token_hex(32), _now()
         with self.engine.begin() as c:
-            c.execute(nonces.insert().values(nonce=nonce, host_id=host.id, created_at=now,
-                                             expires_at=now + self.config.nonce_ttl))
+            c.execute(_NONCE_INSERT, {"nonce": nonce, "host_id": host.id, "created_at": now,
+                                      "expires_at": now + self.config.nonce_ttl})
         return nonce, now + self.config.nonce_ttl
 
-    def _consume_nonce(self, host: Host, nonce: str) -> None:
-        """Mark the nonce used, in one transaction, or refuse with the reason."""
-        now = _now()
-        with self.engine.begin() as c:
-            row = c.execute(self._for_update(sa.select(nonces).where(nonces.c.nonce == nonce.lower()))).first()
-            if row is None:
-                raise ServiceError(403, "nonce_unknown", "the server never issued this nonce")
-            if row.host_id != host.id:
-                raise ServiceError(403, "nonce_other_host", "this nonce was issued to another host")
-            if row.used_at is not None:
-                raise ServiceError(409, "nonce_reused", "this nonce was already used")
-            if row.expires_at < now:
-                raise ServiceError(403, "nonce_expired", "this nonce has expired; ask for a new one")
-            done = c.execute(nonces.update().where(nonces.c.nonce == row.nonce, nonces.c.used_at.is_(None))
-                             .values(used_at=now)).rowcount
-            if done != 1:
-                raise ServiceError(409, "nonce_reused", "this nonce was already used")
+    def _consume_nonce(self, c: sa.Connection, host: Host, nonce: str, now: float) -> None:
+        """Mark the nonce used within the transaction ``c``, or refuse with the reason. Two
+        transactions cannot both consume it: the UPDATE matches only while ``used_at`` is NULL,
+        under the row lock (PostgreSQL) or the writer lock (SQLite)."""
+        n = nonce.lower()
+        if c.execute(_NONCE_CONSUME, {"p_nonce": n, "p_host_id": host.id, "p_now": now}).rowcount == 1:
+            return
+        row = c.execute(_NONCE_BY_VALUE, {"p_nonce": n}).first()
+        if row is None:
+            raise ServiceError(403, "nonce_unknown", "the server never issued this nonce")
+        if row.host_id != host.id:
+            raise ServiceError(403, "nonce_other_host", "this nonce was issued to another host")
+        if row.used_at is not None:
+            raise ServiceError(409, "nonce_reused", "this nonce was already used")
+        if row.expires_at < now:
+            raise ServiceError(403, "nonce_expired", "this nonce has expired; ask for a new one")
+        raise ServiceError(409, "nonce_reused", "this nonce was already used")
 
     def policy_for(self, c: sa.Connection, host: Host) -> Any:
         """The newest policy version for the host, else for its group; None when there is none."""
-        q = sa.select(policies).order_by(policies.c.version.desc()).limit(1)
-        row = c.execute(q.where(policies.c.scope == "host", policies.c.target == host.name)).first()
-        if row is None and host.host_group:
-            row = c.execute(q.where(policies.c.scope == "group", policies.c.target == host.host_group)).first()
-        return row
+        return c.execute(_POLICY_FOR, {"p_host": host.name, "p_group": host.host_group}).first()
 
     def _load_policy(self, row: Any) -> Any:
         """The policy of a stored version, checked and parsed once per process (rows never change)."""
@@ -387,55 +410,62 @@ class Service:
         return pol
 
     def attest(self, host: Host, nonce: str, evidence_json: bytes) -> AttestOutcome:
+        """Appraise the evidence, then in ONE transaction consume the nonce and store the
+        result: a nonce is accepted at most once, and a crash in between leaves neither (the
+        agent asks again). Bad evidence still spends the nonce."""
         from tboot_py.errors import ParseError
         from tboot_py.tpm.evidence import parse_evidence
 
         if host.ak_public is None:
             raise ServiceError(403, "not_enrolled", "the host has no bound AK yet")
-        if not re.fullmatch(r"[0-9a-fA-F]{16,128}", nonce):
+        if not NONCE_RE.fullmatch(nonce):
             raise ServiceError(400, "bad_nonce", "the nonce must be 8-64 bytes of hex")
-        self._consume_nonce(host, nonce)
         try:
             evidence = parse_evidence(evidence_json, source="evidence")
         except ParseError as e:
+            with self.engine.begin() as c:
+                self._consume_nonce(c, host, nonce, _now())
             raise ServiceError(400, "bad_evidence", e.diagnostics()) from e
         with self._read() as c:
             prow = self.policy_for(c, host)
-        return self._appraise_and_store(host, evidence, evidence_json.decode(), nonce, prow, "attest")
+        outcome = self._appraise(host, evidence, nonce, prow)
+        with self.engine.begin() as c:
+            now = _now()
+            self._consume_nonce(c, host, nonce, now)
+            return self._store(c, host, outcome, evidence_json.decode(), nonce, prow, "attest", now)
 
-    def _appraise_and_store(self, host: Host, evidence: Any, evidence_text: str, nonce: str, prow: Any,
-                            kind: str) -> AttestOutcome:
+    def _appraise(self, host: Host, evidence: Any, nonce: str, prow: Any) -> Outcome:
         from tboot_py.errors import Error
 
         try:
             policy = self._load_policy(prow)
-            outcome = appraise_evidence(evidence, bytes.fromhex(nonce), host.ak_public or b"", host.ek_public, policy)
+            return appraise_evidence(evidence, bytes.fromhex(nonce), host.ak_public or b"", host.ek_public, policy)
         except Error as e:  # an unusable stored policy denies
-            outcome = Outcome(False, e.diagnostics(), {"reason": e.diagnostics()}, (), None)
-        now = _now()
+            return Outcome(False, e.diagnostics(), {"reason": e.diagnostics()}, (), None)
+
+    def _store(self, c: sa.Connection, host: Host, outcome: Outcome, evidence_text: str, nonce: str, prow: Any,
+               kind: str, now: float) -> AttestOutcome:
+        """Store the result, sign its EAR and update the host, within the transaction ``c``."""
         pdigest = None if prow is None else prow.digest
-        with self.engine.begin() as c:
-            rid = _insert_id(c, results.insert().values(
-                host_id=host.id, created_at=now, kind=kind, allowed=outcome.allowed,
-                status=ears.AFFIRMING if outcome.allowed else ears.CONTRAINDICATED, reason=outcome.reason[:2000],
-                appraisal=outcome.details_json(), evidence=evidence_text, nonce=nonce,
-                policy_id=None if prow is None else prow.id, policy_digest=pdigest,
-                pcr_digest=outcome.pcr_digest, server_id=self.server_id))
-            token = ears.sign_ear(self._key, allowed=outcome.allowed, nonce=bytes.fromhex(nonce), host=host.name,
-                                  policy_digest=pdigest, pcr_digest=outcome.pcr_digest, result_id=int(rid),
-                                  ttl=self.config.ear_ttl, now=now)
-            c.execute(results.update().where(results.c.id == rid).values(ear=token))
-            cur = c.execute(self._for_update(sa.select(hosts.c.state).where(hosts.c.id == host.id))).scalar_one()
-            new = "passing" if outcome.allowed else "failing"
-            vals: dict[str, Any] = {"last_result_id": rid}
-            if kind == "attest":
-                vals["last_attested_at"] = now
-            c.execute(hosts.update().where(hosts.c.id == host.id).values(**vals))
-            if cur != "pending":
-                self._set_state(c, host.id, cur, new, outcome.reason if kind == "attest" else
-                                f"re-appraised: {outcome.reason}", now)
-        return AttestOutcome(int(rid), outcome.allowed, ears.AFFIRMING if outcome.allowed else ears.CONTRAINDICATED,
-                             outcome.reason, token, new)
+        status = ears.AFFIRMING if outcome.allowed else ears.CONTRAINDICATED
+        rid = int(c.execute(_RESULT_INSERT, {
+            "host_id": host.id, "created_at": now, "kind": kind, "allowed": outcome.allowed, "status": status,
+            "reason": outcome.reason[:2000], "appraisal": outcome.details_json(), "evidence": evidence_text,
+            "nonce": nonce, "policy_id": None if prow is None else prow.id, "policy_digest": pdigest,
+            "pcr_digest": outcome.pcr_digest, "ear": None, "server_id": self.server_id}).scalar_one())
+        token = ears.sign_ear(self._key, allowed=outcome.allowed, nonce=bytes.fromhex(nonce), host=host.name,
+                              policy_digest=pdigest, pcr_digest=outcome.pcr_digest, result_id=rid,
+                              ttl=self.config.ear_ttl, now=now)
+        c.execute(_RESULT_SET_EAR, {"p_id": rid, "p_ear": token})
+        if kind == "attest":
+            cur = c.execute(_HOST_ATTESTED, {"p_id": host.id, "p_rid": rid, "p_at": now}).scalar_one()
+        else:
+            cur = c.execute(_HOST_REAPPRAISED, {"p_id": host.id, "p_rid": rid}).scalar_one()
+        new = "passing" if outcome.allowed else "failing"
+        if cur != "pending":
+            self._set_state(c, host.id, cur, new, outcome.reason if kind == "attest" else
+                            f"re-appraised: {outcome.reason}", now)
+        return AttestOutcome(rid, outcome.allowed, status, outcome.reason, token, new)
 
     # ------------------------------------------------------------------ policies
 
@@ -487,8 +517,9 @@ class Service:
             prow = self.policy_for(c, host)
         if last is None:
             return None
-        return self._appraise_and_store(host, parse_evidence(last.evidence), last.evidence, last.nonce, prow,
-                                        "reappraise")
+        outcome = self._appraise(host, parse_evidence(last.evidence), last.nonce, prow)
+        with self.engine.begin() as c:
+            return self._store(c, host, outcome, last.evidence, last.nonce, prow, "reappraise", _now())
 
     def list_policies(self) -> list[dict[str, Any]]:
         with self._read() as c:
