@@ -218,3 +218,18 @@ def test_bad_evidence_is_refused_after_the_nonce_is_spent(env: Env) -> None:
     n = env.nonce(0)
     _refused(env.attest(0, n, {"format": "something else"}), 400, "bad_evidence")
     _refused(env.attest(0, n, env.evidence(0, n)), 409, "nonce_reused")
+
+
+def test_concurrent_replays_of_one_nonce_are_accepted_once(env: Env) -> None:
+    """The evidence is appraised before the nonce is consumed (in the transaction that stores
+    the result): of many simultaneous submissions of one nonce, exactly one is accepted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = env.nonce(1)
+    ev = env.evidence(1, n)
+    before = env.passing_results()
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(ex.map(lambda _: env.attest(1, n, ev), range(8)))
+    assert sorted(r.status_code for r in rs) == [200] + [409] * 7, [r.text for r in rs]
+    assert all(r.json()["error"] == "nonce_reused" for r in rs if r.status_code == 409)
+    assert env.passing_results() == before + 1
