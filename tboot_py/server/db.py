@@ -10,6 +10,7 @@ start-up under a lock, so several processes may start together.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,35 @@ def make_engine(url: str, pool_size: int = 8) -> sa.Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_size=pool_size, max_overflow=4)
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection idle longer than this is pinged before use (the database may have
+#: restarted meanwhile); a busy pool skips the round trip on every checkout.
+IDLE_PING_S = 5.0
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """SQLAlchemy's pessimistic disconnect handling, but only for connections that sat idle:
+    a failed ping raises DisconnectionError, and the pool retries with a fresh connection."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, rec: Any) -> None:
+        rec.info["tboot_idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, rec: Any, _proxy: Any) -> None:
+        since = rec.info.get("tboot_idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as e:
+            raise sa.exc.DisconnectionError(str(e)) from e
 
 
 def migrate(engine: sa.Engine) -> None:
