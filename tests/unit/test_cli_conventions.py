@@ -178,11 +178,13 @@ def test_command_index_matches_what_the_modules_register() -> None:
 
 
 def _loaded(argv: list[str], want_rc: int | None = None) -> set[str]:
-    """The modules a fresh interpreter holds after ``main(argv)`` (and its exit code, if given)."""
-    prog = ("import contextlib, io, sys\nfrom tboot_py._cli import main\n"  # no json: commands may not need it
+    """The modules ``main(argv)`` adds to a fresh interpreter (and its exit code, if given).
+    What the interpreter held before tboot-py was imported (site hooks, such as an editable
+    install's finder) is not the command's doing and is left out."""
+    prog = ("import contextlib, io, sys\nstart = set(sys.modules)\nfrom tboot_py._cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
             f"    rc = main({argv!r})\n"
-            "print(rc, *sorted(sys.modules))")
+            "print(rc, *sorted(set(sys.modules) - start))")
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, check=True, cwd=REPO)
     rc, *mods = r.stdout.split()
     if want_rc is not None:
